@@ -1,0 +1,84 @@
+"""flask --app wsgi <command>: staff, API keys, demo data, reconcile."""
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+from flask import Flask
+from flask.cli import with_appcontext
+
+from models.staff import ROLES
+from services import reconcile as reconcile_service
+from services import staff as staff_service
+from services.errors import ServiceError
+
+
+@click.command("create-staff")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--password", help="At least 12 characters; generated and printed when omitted.")
+@click.option("--name", default="")
+@with_appcontext
+def create_staff(email: str, role: str, password: str | None, name: str) -> None:
+    """Create a staff member who can sign in to the dashboard."""
+    generated = password is None
+    password = password or secrets.token_urlsafe(12)
+    try:
+        staff = staff_service.create(email=email, role=role, password=password, name=name)
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"Created {staff.role} {staff.email}.")
+    if generated:
+        click.echo(f"Password (shown once): {password}")
+
+
+@click.command("create-api-key")
+@click.option("--name", required=True)
+@click.option("--scopes", default="", help="Comma-separated; all scopes when omitted: "
+              + ",".join(staff_service.API_SCOPES))
+@with_appcontext
+def create_api_key(name: str, scopes: str) -> None:
+    """Create an API key for the product backend; prints the key once."""
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()] or None
+    try:
+        key, plain = staff_service.create_api_key(name=name, scopes=wanted)
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"API key {key.name!r} (id {key.id}, scopes {key.scopes}). Store it now; "
+               "it is not shown again:")
+    click.echo(plain)
+
+
+@click.command("reconcile")
+@with_appcontext
+def reconcile() -> None:
+    """Check the ledger invariants; exit status 1 on any violation."""
+    report = reconcile_service.run()
+    for line in report.lines():
+        click.echo(line)
+    sys.exit(0 if report.ok else 1)
+
+
+@click.command("seed-demo")
+@click.option("--customers", "n_customers", default=1000, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+@click.option("--months", default=6, show_default=True)
+@click.option("--if-empty", is_flag=True, help="Do nothing when customers exist already.")
+@with_appcontext
+def seed_demo(n_customers: int, seed: int, months: int, if_empty: bool) -> None:
+    """Load a deterministic, realistic demo data set (through the ledger rules)."""
+    from services import demo
+
+    if if_empty and demo.has_data():
+        click.echo("Demo data already loaded; skipping.")
+        return
+    stats = demo.load(customers=n_customers, seed=seed, months=months,
+                      progress=lambda msg: click.echo(msg))
+    click.echo(f"Loaded {stats['customers']:,} customers, {stats['entries']:,} ledger entries, "
+               f"{stats['payments']:,} payments, {stats['tasks']:,} tasks in {stats['seconds']:.1f} s.")
+
+
+def init_app(app: Flask) -> None:
+    for command in (create_staff, create_api_key, reconcile, seed_demo):
+        app.cli.add_command(command)

@@ -1,0 +1,68 @@
+"""Settings read from the environment, in one place."""
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept under instance/."""
+    if key := os.environ.get("SECRET_KEY"):
+        return key
+    INSTANCE.mkdir(exist_ok=True)
+    path = INSTANCE / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def from_env() -> dict:
+    """The whole configuration as a dict; `create_app(config=...)` overrides any of it."""
+    INSTANCE.mkdir(exist_ok=True)
+    return {
+        "SECRET_KEY": _secret_key(),
+        "SQLALCHEMY_DATABASE_URI": os.environ.get(
+            "DATABASE_URL", f"sqlite:///{INSTANCE / 'creditdesk.sqlite3'}"
+        ),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SCHEDULER_ENABLED": _flag("SCHEDULER_ENABLED", False),
+        "CRON_JOBS_USERNAME": os.environ.get("CRON_JOBS_USERNAME"),
+        "CRON_JOBS_PASSWORD": os.environ.get("CRON_JOBS_PASSWORD"),
+        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY"),
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET"),
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE"),
+        "RAZORPAY_KEY_ID": os.environ.get("RAZORPAY_KEY_ID"),
+        "RAZORPAY_KEY_SECRET": os.environ.get("RAZORPAY_KEY_SECRET"),
+        "RAZORPAY_WEBHOOK_SECRET": os.environ.get("RAZORPAY_WEBHOOK_SECRET"),
+        "RAZORPAY_API_BASE": os.environ.get("RAZORPAY_API_BASE"),
+        "CUSTOMER_WEBHOOK_SECRET": os.environ.get("CUSTOMER_WEBHOOK_SECRET"),
+        "REDIS_URL": os.environ.get("REDIS_URL"),
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
+        "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=8),
+        "REMEMBER_COOKIE_DURATION": timedelta(hours=8),
+        "REMEMBER_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "WTF_CSRF_TIME_LIMIT": None,  # tied to the session, which already expires in hours
+        "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        "LOG_JSON": _flag("LOG_JSON", True),
+        # argon2id at OWASP strength; tests lower it through create_app(config=...)
+        "ARGON2_TIME_COST": int(os.environ.get("ARGON2_TIME_COST", "3")),
+        "ARGON2_MEMORY_COST": int(os.environ.get("ARGON2_MEMORY_COST", str(64 * 1024))),
+    }

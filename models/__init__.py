@@ -1,0 +1,16 @@
+"""All models, imported in one place so that metadata and Alembic see every table."""
+from models.base import db, utcnow
+from models.catalog import CreditPackage, FeaturePrice, Plan, Setting, SettingChange
+from models.customer import Account, Customer
+from models.job import JobRun, JobRunError, WebhookEvent
+from models.ledger import Allocation, CreditGrant, IdempotencyRecord, LedgerEntry
+from models.payment import Payment, Refund
+from models.staff import AdjustmentRequest, ApiKey, AuditLog, Staff
+from models.task import Task, TaskLog
+
+__all__ = [
+    "db", "utcnow", "Account", "AdjustmentRequest", "Allocation", "ApiKey", "AuditLog",
+    "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
+    "JobRunError", "LedgerEntry", "Payment", "Plan", "Refund", "Setting", "SettingChange",
+    "Staff", "Task", "TaskLog", "WebhookEvent",
+]

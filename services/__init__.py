@@ -1,0 +1,1 @@
+"""Every business rule of Creditdesk. Routes and jobs call these; each owns its transaction."""

@@ -1,0 +1,4 @@
+"""WSGI entry point: `flask --app wsgi ...`, `gunicorn wsgi:app`."""
+from dashboard import create_app
+
+app = create_app()

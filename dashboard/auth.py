@@ -10,7 +10,7 @@ from flask import Blueprint, Flask, abort, current_app, flash, redirect, request
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired, Email, Length
+from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
 from dashboard.extensions import db, login_manager
@@ -91,7 +91,7 @@ per_ip = Throttle(limit=20, window=300)
 
 
 class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Email(), Length(max=320)])
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320)])
     password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
 
 

@@ -36,7 +36,7 @@ def upsert(*, external_id: str, email: str, name: str = "", plan_code: str | Non
             if plan is None:
                 raise ValidationFailed(f"Unknown plan {plan_code!r}.", details={"plan": "unknown"})
         c = s.scalar(select(Customer).where(Customer.external_id == external_id)
-                     .with_for_update())
+                     .with_for_update(of=Customer))
         created = c is None
         if created:
             c = Customer(external_id=external_id, email=email, name=name or "")

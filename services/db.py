@@ -30,7 +30,7 @@ def atomic() -> Iterator[Session]:
 
     Nested calls join the outer transaction, so inner helpers only flush.
     """
-    s = db.session
+    s = db.session()  # the real Session behind the scoped proxy
     depth = _depth.get()
     if depth:
         token = _depth.set(depth + 1)

@@ -1,0 +1,45 @@
+# Creditdesk: `make run` (set up everything and serve) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FLASK := $(VENV)/bin/flask --app wsgi
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast lint install migrate demo serve bench-smoke e2e clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+migrate: install
+	$(FLASK) db upgrade
+
+demo: migrate
+	$(FLASK) seed-demo --if-empty
+
+## run: install, migrate, load demo data once, serve the dashboard on 127.0.0.1:5000
+run: demo
+	@echo ""
+	@echo "  Creditdesk is starting on http://127.0.0.1:5000"
+	@echo "  Sign in as admin@creditdesk.test / demo-admin-password"
+	@echo "  (also support@creditdesk.test / demo-support-password, finance@creditdesk.test / demo-finance-password)"
+	@echo ""
+	SESSION_COOKIE_SECURE=0 SCHEDULER_ENABLED=$${SCHEDULER_ENABLED:-1} LOG_JSON=$${LOG_JSON:-0} \
+	  $(FLASK) run --host 127.0.0.1 --port 5000
+
+## test: the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
+test: install
+	$(PY) -m pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -x -m "not e2e and not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,199 @@
+"""Stripe through its official SDK; the only module of ours that imports `stripe`.
+
+Functions take plain values and answer plain dicts. Every failure of the SDK or the network
+becomes `PaymentProviderError` (502, retryable) with a message free of secrets; every bad
+webhook becomes `InvalidSignature`. The SDK does not retry: our callers retry with the same
+idempotency key, which Stripe honours on every POST.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from functools import lru_cache
+from typing import Any, Literal
+
+import stripe
+from flask import current_app
+
+from services.errors import InvalidSignature, PaymentProviderError
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_SECONDS = 10.0
+WEBHOOK_TOLERANCE_SECONDS = 300
+_SECRET_PATTERN = re.compile(r"\b(?:sk|rk|whsec)_[A-Za-z0-9_]+")
+
+# The SDK would otherwise write ~/.config/stripe/telemetry_id and report request latencies.
+stripe.enable_telemetry = False
+
+
+def configured() -> bool:
+    """Whether a Stripe secret key is set."""
+    return bool(current_app.config.get("STRIPE_SECRET_KEY"))
+
+
+def create_checkout_session(
+    *,
+    mode: Literal["payment", "subscription"],
+    amount_minor: int,
+    currency: str,
+    product_name: str,
+    credits: int,
+    customer_ref: str | None,
+    client_reference_id: str,
+    metadata: dict[str, Any],
+    success_url: str,
+    cancel_url: str,
+    idempotency_key: str,
+    price_id: str | None = None,
+    interval: Literal["month", "year"] = "month",
+) -> dict[str, Any]:
+    """Create a hosted Checkout Session; answers the session with `id`, `url`, `payment_intent`."""
+    if mode not in ("payment", "subscription"):
+        raise ValueError(f"unsupported Checkout mode {mode!r}")
+    _check_minor(amount_minor)
+    tags = _metadata({**metadata, "credits": credits})
+    if price_id:
+        line_item: dict[str, Any] = {"price": price_id, "quantity": 1}
+    else:
+        price_data: dict[str, Any] = {
+            "currency": _currency(currency), "unit_amount": amount_minor,
+            "product_data": {"name": product_name, "metadata": {"credits": str(credits)}},
+        }
+        if mode == "subscription":
+            price_data["recurring"] = {"interval": interval}
+        line_item = {"price_data": price_data, "quantity": 1}
+    params: dict[str, Any] = {
+        "mode": mode, "line_items": [line_item], "client_reference_id": client_reference_id,
+        "metadata": tags, "success_url": success_url, "cancel_url": cancel_url,
+    }
+    # Copy the tags onto what outlives the session, so refunds and renewals carry them too.
+    if mode == "payment":
+        params["payment_intent_data"] = {"metadata": tags}
+    else:
+        params["subscription_data"] = {"metadata": tags}
+    if customer_ref and customer_ref.startswith("cus_"):
+        params["customer"] = customer_ref
+    elif customer_ref and "@" in customer_ref:
+        params["customer_email"] = customer_ref
+    session = _call("checkout.create", lambda c: c.v1.checkout.sessions.create(
+        params, {"idempotency_key": idempotency_key}))
+    log.info("providers.stripe.checkout_created",
+             extra={"session_id": session["id"], "mode": mode, "amount_minor": amount_minor})
+    return session
+
+
+def retrieve_checkout_session(session_id: str) -> dict[str, Any]:
+    """Fetch a Checkout Session (`payment_intent` is an id, or None until it is paid)."""
+    return _call("checkout.retrieve", lambda c: c.v1.checkout.sessions.retrieve(session_id))
+
+
+def retrieve_invoice(invoice_id: str) -> dict[str, Any]:
+    """Fetch an Invoice with its `payments` (the only place its PaymentIntent id is shown)."""
+    return _call("invoice.retrieve", lambda c: c.v1.invoices.retrieve(
+        invoice_id, {"expand": ["payments"]}))
+
+
+def create_refund(
+    *, payment_intent: str, amount_minor: int, idempotency_key: str, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Refund part or all of a PaymentIntent; answers the refund with `id` and `status`."""
+    _check_minor(amount_minor)
+    refund = _call("refund.create", lambda c: c.v1.refunds.create(
+        {"payment_intent": payment_intent, "amount": amount_minor,
+         "metadata": _metadata(metadata)},
+        {"idempotency_key": idempotency_key}))
+    log.info("providers.stripe.refund_created",
+             extra={"refund_id": refund["id"], "status": refund.get("status"),
+                    "amount_minor": amount_minor})
+    return refund
+
+
+def construct_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
+    """Verify a webhook's `Stripe-Signature` (300 s tolerance) and answer the event as a dict."""
+    secret = current_app.config.get("STRIPE_WEBHOOK_SECRET")
+    if not secret:
+        raise InvalidSignature("Stripe webhooks are not configured")
+    if not sig_header:
+        raise InvalidSignature("Missing Stripe-Signature header")
+    try:
+        event = stripe.Webhook.construct_event(
+            payload, sig_header, secret, tolerance=WEBHOOK_TOLERANCE_SECONDS)
+    except stripe.SignatureVerificationError as err:
+        log.warning("providers.stripe.webhook_rejected", extra={"reason": _reason(err)})
+        raise InvalidSignature("Invalid Stripe signature") from None
+    except (ValueError, TypeError, AttributeError):  # signed, yet not an event
+        raise InvalidSignature("Stripe webhook body is not a valid event") from None
+    return event.to_dict()
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+def _client() -> stripe.StripeClient:
+    cfg = current_app.config
+    api_key = cfg.get("STRIPE_SECRET_KEY")
+    if not api_key:
+        raise PaymentProviderError("Stripe is not configured")
+    base = (cfg.get("STRIPE_API_BASE") or "").rstrip("/") or None
+    timeout = float(cfg.get("PAYMENT_PROVIDER_TIMEOUT", TIMEOUT_SECONDS))
+    return _build_client(api_key, base, timeout)
+
+
+@lru_cache(maxsize=8)
+def _build_client(api_key: str, api_base: str | None, timeout: float) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else None,
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=timeout),
+    )
+
+
+def _call(operation: str, request: Any) -> dict[str, Any]:
+    try:
+        return request(_client()).to_dict()
+    except stripe.StripeError as err:
+        raise _provider_error(operation, err) from None
+
+
+def _provider_error(operation: str, err: stripe.StripeError) -> PaymentProviderError:
+    if isinstance(err, stripe.APIConnectionError):
+        cause = type(err.__cause__).__name__ if err.__cause__ else "network error"
+        detail = f"could not reach Stripe ({cause})"
+    else:
+        detail = err.user_message or type(err).__name__
+    message = _redact(f"Stripe {operation} failed: {detail}")
+    log.warning("providers.stripe.error",
+                extra={"operation": operation, "error_type": type(err).__name__,
+                       "http_status": err.http_status, "stripe_code": err.code,
+                       "request_id": err.request_id, "detail": message})
+    return PaymentProviderError(message, details={
+        "provider": "stripe", "http_status": err.http_status, "provider_code": err.code})
+
+
+def _redact(text: str) -> str:
+    cfg = current_app.config
+    for secret in (cfg.get("STRIPE_SECRET_KEY"), cfg.get("STRIPE_WEBHOOK_SECRET")):
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return _SECRET_PATTERN.sub("[redacted]", text)
+
+
+def _reason(err: Exception) -> str:
+    # The SDK's messages name the problem (timestamp, no match); they never hold the secret.
+    return _redact(str(err))[:200]
+
+
+def _check_minor(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise ValueError(f"amount must be a positive integer of minor units, got {amount!r}")
+
+
+def _currency(code: str) -> str:
+    if not re.fullmatch(r"[A-Za-z]{3}", code or ""):
+        raise ValueError(f"not an ISO 4217 currency code: {code!r}")
+    return code.lower()
+
+
+def _metadata(values: dict[str, Any]) -> dict[str, str]:
+    # Stripe metadata is strings only: at most 50 keys of 40 chars, values of 500 chars.
+    return {str(k)[:40]: "" if v is None else str(v)[:500] for k, v in values.items()}

@@ -1,0 +1,145 @@
+"""Shared fixtures: the same suite runs on SQLite and, with TEST_DATABASE_URL, on PostgreSQL.
+
+Each test process gets a private PostgreSQL database (created here, dropped at the end), so
+parallel runs (pytest-xdist, or two developers on one machine) never share rows.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import models  # noqa: F401  (registers every table on the metadata)
+from dashboard import create_app
+from models import db
+from services import settings as app_settings
+from tests.factories import Factory
+from tests.helpers import StaffClient
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+
+TEST_CONFIG = {
+    "TESTING": True,
+    "SECRET_KEY": "test-secret-key",
+    "SESSION_COOKIE_SECURE": False,
+    "REMEMBER_COOKIE_SECURE": False,
+    "SCHEDULER_ENABLED": False,
+    "LOG_JSON": False,
+    "LOG_LEVEL": "WARNING",
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_MEMORY_COST": 1024,
+    "RATELIMIT_ENABLED": False,
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    if PG_URL:
+        return
+    if os.environ.get("CI"):
+        raise pytest.UsageError("CI must run the PostgreSQL tests: set TEST_DATABASE_URL")
+    skip = pytest.mark.skip(reason="TEST_DATABASE_URL not set (PostgreSQL tests skipped)")
+    for item in items:
+        if "pg" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A private PostgreSQL database with the schema, for this test process."""
+    if not PG_URL:
+        pytest.skip("TEST_DATABASE_URL not set")
+    base = make_url(PG_URL)
+    worker = re.sub(r"\W", "", os.environ.get("PYTEST_XDIST_WORKER", "main"))
+    name = f"{base.database}_{worker}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name)
+    engine = create_engine(url)
+    db.metadata.create_all(engine)
+    engine.dispose()
+    yield url.render_as_string(hide_password=False)
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_pg() -> None:
+    names = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+    db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    db.session.commit()
+
+
+def build_app(url: str, **extra):
+    return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **extra})
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
+def db_url(request, tmp_path):
+    """The database URL of this test: a fresh SQLite file, or the PostgreSQL test database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def app(db_url):
+    """The app with an empty schema, inside an app context."""
+    app = build_app(db_url)
+    with app.app_context():
+        if db_url.startswith("sqlite"):
+            db.create_all()
+        else:
+            _truncate_pg()
+        app_settings.clear_cache()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def pg_app(pg_url):
+    """PostgreSQL only (row locks, SKIP LOCKED, advisory locks, processes)."""
+    app = build_app(pg_url)
+    with app.app_context():
+        _truncate_pg()
+        app_settings.clear_cache()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def sqlite_app(tmp_path):
+    app = build_app(f"sqlite:///{tmp_path / 'test.sqlite3'}")
+    with app.app_context():
+        db.create_all()
+        app_settings.clear_cache()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def make(app):
+    return Factory()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def login(app, make):
+    """login("admin") -> a StaffClient signed in with a fresh staff member of that role."""
+    def _login(role: str = "admin", **kw) -> StaffClient:
+        staff = make.staff(role=role, **kw)
+        c = StaffClient(app.test_client(), staff)
+        c.sign_in()
+        return c
+    return _login

@@ -297,7 +297,7 @@ def _returnable(s: Session, debit: LedgerEntry) -> list[tuple[int, int]]:
     return out
 
 
-def _post_return(s: Session, account: Account, debit: LedgerEntry, credits: int, *, type: str,
+def post_return(s: Session, account: Account, debit: LedgerEntry, credits: int, *, type: str,
                  actor: Actor, key: str | None, request_hash: str,
                  reason: str | None, task_id: int | None = None) -> LedgerEntry:
     """Give back `credits` of a debit to the buckets it drew from (latest-drawn first)."""
@@ -400,7 +400,7 @@ def refund(*, entry_id: int, credits: int | None = None, reason: str, actor: Act
             amount = sum(c for _, c in _returnable(s, debit_entry))
             if amount == 0:
                 raise Conflict(f"Debit {entry_id} has been refunded in full already.")
-        return _post_return(s, account, debit_entry, amount, type="refund", actor=actor, key=key,
+        return post_return(s, account, debit_entry, amount, type="refund", actor=actor, key=key,
                             request_hash=h, reason=reason, task_id=task_id)
 
     return _idempotent(key, h, body)
@@ -529,7 +529,7 @@ def reverse(*, entry_id: int, reason: str, actor: Actor) -> LedgerEntry:
             left = sum(c for _, c in _returnable(s, e))
             if left == 0:
                 raise Conflict(f"Entry {entry_id} has been returned in full already.")
-            return _post_return(s, account, e, left, type="reversal", actor=actor, key=key,
+            return post_return(s, account, e, left, type="reversal", actor=actor, key=key,
                                 request_hash=h, reason=reason)
         if e.type in ("grant", "adjustment") and e.amount > 0 and e.grant_id:
             g = s.get(CreditGrant, e.grant_id)

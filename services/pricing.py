@@ -1,0 +1,27 @@
+"""Feature prices: how many credits a use of a feature costs."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from models import FeaturePrice, db
+from services.errors import ValidationFailed
+
+MAX_QUANTITY = 10**9
+
+
+def price_for(feature: str) -> FeaturePrice | None:
+    """The active price row of a feature, or None."""
+    return db.session.scalar(select(FeaturePrice).where(FeaturePrice.feature == feature,
+                                                        FeaturePrice.archived_at.is_(None)))
+
+
+def credits_for(*, feature: str, quantity: int = 1) -> int:
+    """Credits for `quantity` units of `feature`; 422 when the feature has no active price."""
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity <= MAX_QUANTITY:
+        raise ValidationFailed("quantity must be a whole number between 1 and 1,000,000,000",
+                               details={"quantity": "out of range"})
+    price = price_for(feature)
+    if price is None:
+        raise ValidationFailed(f"Feature {feature!r} has no price; send credits explicitly.",
+                               details={"feature": "no price for this feature"})
+    return price.credits_per_unit * quantity

@@ -1,0 +1,110 @@
+"""@idempotent: the `Idempotency-Key` header on money-moving POSTs.
+
+Same key and body -> the stored status and body again (header `Idempotent-Replayed: true`);
+same key, other body -> 409 IDEMPOTENCY_KEY_REUSED; first call still running -> 409
+IDEMPOTENCY_KEY_IN_USE (retryable). The header is optional: without it nothing is replayed.
+
+Stored: replies of calls that ran to a final answer (2xx, 402, and 409 business conflicts).
+Released (a retry runs again): 5xx, retryable errors, 4xx that mean "nothing was done" (400, 401,
+403, 404, 413, 422, 429), and 409s about idempotency itself.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+
+from flask import g, make_response, request
+
+from dashboard.api.auth import current_api_key
+from dashboard.api.core import from_error, json_body, respond
+from services import idempotency as store
+from services.errors import ServiceError, ValidationFailed
+
+HEADER = "Idempotency-Key"
+KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
+_STORED_ERRORS = {402, 409}
+
+
+def _scope(customer: str | None = None) -> str:
+    rule = request.url_rule.rule if request.url_rule else request.path
+    key = current_api_key()
+    owner = f"k{key.id}" if key is not None else f"c{customer or '-'}"
+    scope = f"{request.method} {rule} {owner}"
+    if len(scope) > 64:  # the column's width; keep it readable when it fits
+        scope = f"{request.method} {hashlib.sha256(rule.encode()).hexdigest()[:32]} {owner}"[:64]
+    return scope
+
+
+def _canonical_body():
+    try:
+        return json_body()
+    except ValidationFailed:
+        return {"raw": request.get_data(cache=True).decode("latin-1")}
+
+
+def _storable(resp) -> bool:
+    if resp.status_code < 300:
+        return True
+    if resp.status_code not in _STORED_ERRORS:
+        return False
+    body = resp.get_json(silent=True) or {}
+    return not str(body.get("code", "")).startswith("IDEMPOTENCY_") and not body.get("retryable")
+
+
+def key_from_header() -> str | None:
+    """The validated Idempotency-Key of this request, or None (422 when malformed)."""
+    raw = request.headers.get(HEADER)
+    if raw is None:
+        return None
+    if not KEY_RE.match(raw):
+        raise ValidationFailed("Idempotency-Key must be 1 to 128 printable ASCII characters.",
+                               details={HEADER: "invalid"})
+    return raw
+
+
+def idempotent(view=None, *, required: bool = False, owner=None):
+    """Replay stored replies for a repeated Idempotency-Key. `owner(kwargs)` scopes keyless callers."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            key = key_from_header()
+            g.idempotency_key = key
+            if key is None:
+                if required:
+                    raise ValidationFailed(f"The {HEADER} header is required on this call.",
+                                           details={HEADER: "required"})
+                return fn(*args, **kwargs)
+            scope = _scope(owner(kwargs) if owner else None)
+            claim = store.claim(scope=scope, key=key,
+                                request_hash=store.request_hash(_canonical_body(), kwargs))
+            if claim.replay:
+                return respond(claim.body, claim.status, {"Idempotent-Replayed": "true"})
+            try:
+                try:
+                    resp = make_response(fn(*args, **kwargs))
+                except ServiceError as err:
+                    resp = from_error(err)
+            except BaseException:
+                store.release(record_id=claim.record_id)
+                raise
+            body = resp.get_json(silent=True)
+            if isinstance(body, dict) and _storable(resp):
+                store.complete(record_id=claim.record_id, status=resp.status_code, body=body)
+            else:
+                store.release(record_id=claim.record_id)
+            return resp
+
+        inner.api_idempotent = True
+        return inner
+
+    return wrap(view) if view is not None else wrap
+
+
+def ledger_key(prefix: str) -> str | None:
+    """The ledger idempotency key derived from this request's Idempotency-Key (None without one)."""
+    key = g.get("idempotency_key")
+    return f"{prefix}:{key}" if key else None
+
+
+__all__ = ["idempotent", "ledger_key", "key_from_header", "HEADER"]

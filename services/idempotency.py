@@ -1,0 +1,131 @@
+"""Stored replies of money-moving API calls, keyed by (scope, Idempotency-Key).
+
+A call claims its key with an INSERT in its own short transaction before it runs, so that a
+concurrent duplicate sees the claim (409 IDEMPOTENCY_KEY_IN_USE) instead of running twice. The
+reply is stored after the call; a retry with the same key and body gets it back, one with another
+body is refused (409 IDEMPOTENCY_KEY_REUSED). Records live at least `ttl` (24 h by default).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from models import IdempotencyRecord, db, utcnow
+from services.db import atomic
+from services.errors import IdempotencyConflict, IdempotencyInUse
+
+TTL = timedelta(hours=24)
+# A claim older than this whose reply was never stored (the process died) may be taken over.
+# The ledger's own idempotency keys still make the re-run a replay of any movement it made.
+LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Either a fresh claim (record_id, run the call) or a stored reply to replay."""
+
+    record_id: int | None = None
+    status: int | None = None
+    body: dict | None = None
+
+    @property
+    def replay(self) -> bool:
+        return self.record_id is None
+
+
+def request_hash(body: object, path_args: dict | None = None) -> str:
+    """sha256 of the canonical JSON body and the path arguments."""
+    blob = json.dumps({"body": body, "args": path_args or {}}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _answer(rec: IdempotencyRecord, h: str) -> Claim:
+    if rec.request_hash != h:
+        raise IdempotencyConflict(f"Idempotency key {rec.key!r} was already used for a different "
+                                  "request; use a new key for a new request.")
+    if rec.status != "completed":
+        raise IdempotencyInUse(f"A request with idempotency key {rec.key!r} is still being "
+                               "processed; retry shortly.")
+    return Claim(status=rec.response_status, body=rec.response_body)
+
+
+def claim(*, scope: str, key: str, request_hash: str, ttl: timedelta = TTL,
+          lease: timedelta = LEASE) -> Claim:
+    """Claim (scope, key) for this request, or return the stored reply; raises 409s."""
+    for _ in range(3):
+        now = utcnow()
+        try:
+            with atomic() as s:
+                rec = s.scalar(select(IdempotencyRecord).where(
+                    IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+                    .with_for_update().execution_options(populate_existing=True))
+                if rec is None:
+                    rec = IdempotencyRecord(scope=scope, key=key, request_hash=request_hash,
+                                            status="in_progress", created_at=now,
+                                            expires_at=now + ttl)
+                    s.add(rec)
+                    s.flush()
+                    return Claim(record_id=rec.id)
+                if rec.expires_at <= now:
+                    # An expired record is as good as absent: reuse its row for this request.
+                    rec.request_hash, rec.status, rec.created_at = request_hash, "in_progress", now
+                    rec.expires_at, rec.response_status, rec.response_body = now + ttl, None, None
+                    return Claim(record_id=rec.id)
+                if (rec.status == "in_progress" and rec.request_hash == request_hash
+                        and rec.created_at <= now - lease):
+                    rec.created_at = now  # abandoned claim: take it over
+                    return Claim(record_id=rec.id)
+                return _answer(rec, request_hash)
+        except IntegrityError:
+            continue  # another request inserted the same key first: read what it claimed
+    with atomic() as s:
+        rec = s.scalar(select(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
+                                                       IdempotencyRecord.key == key))
+        if rec is None:  # pragma: no cover - only if a cleanup raced three inserts
+            raise IdempotencyInUse("The idempotency key is busy; retry shortly.")
+        return _answer(rec, request_hash)
+
+
+def complete(*, record_id: int, status: int, body: dict) -> None:
+    """Store the reply of a claimed call so that retries replay it."""
+    with atomic() as s:
+        s.execute(update(IdempotencyRecord).where(IdempotencyRecord.id == record_id).values(
+            status="completed", response_status=status, response_body=body)
+            .execution_options(synchronize_session=False))
+
+
+def release(*, record_id: int) -> None:
+    """Forget a claim whose call did not run to a final answer, so that a retry can run."""
+    with atomic() as s:
+        s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id == record_id,
+                                                  IdempotencyRecord.status == "in_progress")
+                  .execution_options(synchronize_session=False))
+
+
+def cleanup(*, now=None, batch: int = 5000) -> int:
+    """Delete expired records (in batches); returns how many went."""
+    now = now or utcnow()
+    total = 0
+    while True:
+        with atomic() as s:
+            ids = list(s.scalars(select(IdempotencyRecord.id)
+                                 .where(IdempotencyRecord.expires_at <= now).limit(batch)))
+            if not ids:
+                return total
+            s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.id.in_(ids))
+                      .execution_options(synchronize_session=False))
+            total += len(ids)
+
+
+def get(*, scope: str, key: str) -> IdempotencyRecord | None:
+    return db.session.scalar(select(IdempotencyRecord).where(IdempotencyRecord.scope == scope,
+                                                             IdempotencyRecord.key == key))
+
+
+__all__ = ["Claim", "claim", "complete", "release", "cleanup", "request_hash", "get", "TTL", "LEASE"]

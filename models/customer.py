@@ -23,6 +23,8 @@ class Customer(db.Model):
     subscription_provider: Mapped[str | None] = mapped_column(String(16))
     subscription_id: Mapped[str | None] = mapped_column(String(128), unique=True)
     current_period_end: Mapped[datetime | None]
+    # Provider time of the last subscription event applied; older ones are ignored.
+    subscription_event_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     deleted_at: Mapped[datetime | None]

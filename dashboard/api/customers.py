@@ -1,0 +1,125 @@
+"""Customers over the API: upsert, profile with balance and grants, ledger, grants, refund eligibility."""
+from __future__ import annotations
+
+import base64
+import binascii
+
+from flask import Blueprint, g
+
+from dashboard.api import schemas as sc
+from dashboard.api.auth import api_key_required
+from dashboard.api.core import describe, ok, parse, path_text, query
+from dashboard.api.idempotency import idempotent, ledger_key
+from models import Customer, LedgerEntry, utcnow
+from services import customers, eligibility, ledger
+from services.errors import ValidationFailed
+
+bp = Blueprint("api_customers", __name__, url_prefix="/api/v1/customers")
+
+
+def customer_json(c: Customer, created: bool | None = None) -> dict:
+    body = {
+        "external_id": c.external_id, "email": c.email, "name": c.name,
+        "plan": c.plan.code if c.plan else None, "subscription_status": c.subscription_status,
+        "balance": c.balance,
+        "grants": [{"id": gr.id, "source": gr.source, "amount": gr.amount, "remaining": gr.remaining,
+                    "expires_at": sc.iso(gr.expires_at), "created_at": sc.iso(gr.created_at)}
+                   for gr in ledger.live_grants(c.id)],
+        "created_at": sc.iso(c.created_at), "updated_at": sc.iso(c.updated_at),
+    }
+    if created is not None:
+        body["created"] = created
+    return body
+
+
+def entry_json(e: LedgerEntry) -> dict:
+    return {"id": e.id, "type": e.type, "amount": e.amount, "balance_before": e.balance_before,
+            "balance_after": e.balance_after, "feature": e.feature, "quantity": e.quantity,
+            "reference": e.reference, "reason": e.reason, "task_id": e.task_id,
+            "actor_type": e.actor_type, "request_id": e.request_id, "metadata": e.meta,
+            "created_at": sc.iso(e.created_at)}
+
+
+def _customer(external_id: str) -> Customer:
+    return customers.get_by_external_id(path_text(external_id))
+
+
+def encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e{entry_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not raw.startswith("e") or not raw[1:].isdigit() or len(raw) > 20:
+            raise ValueError
+        return int(raw[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("The cursor is not one this API gave out.",
+                               details={"cursor": "invalid"}) from None
+
+
+@bp.put("/<external_id>")
+@describe(summary="Create or update a customer", body=sc.CustomerUpsert, response=sc.CustomerOut,
+          scopes=("customers:write",), tag="customers",
+          description="Idempotent by nature: the product's user id is the key. 201 when created.")
+@api_key_required("customers:write")
+def upsert(external_id: str):
+    body = parse(sc.CustomerUpsert)
+    c, created = customers.upsert(external_id=path_text(external_id), email=body.email,
+                                  name=body.name, plan_code=body.plan)
+    return ok(customer_json(c, created), 201 if created else 200)
+
+
+@bp.get("/<external_id>")
+@describe(summary="A customer's profile, balance and live grants", response=sc.CustomerOut,
+          scopes=("customers:read",), errors=("CUSTOMER_NOT_FOUND",), tag="customers")
+@api_key_required("customers:read")
+def detail(external_id: str):
+    return ok(customer_json(_customer(external_id)))
+
+
+@bp.get("/<external_id>/ledger")
+@describe(summary="Ledger entries, newest first, cursor-paged", query=sc.LedgerQuery,
+          response=sc.LedgerPage, scopes=("customers:read",), errors=("CUSTOMER_NOT_FOUND",),
+          tag="customers")
+@api_key_required("customers:read")
+def ledger_page(external_id: str):
+    args = query(sc.LedgerQuery)
+    c = _customer(external_id)
+    before = decode_cursor(args.cursor) if args.cursor else None
+    rows = ledger.entries_page(customer_id=c.id, before_id=before, limit=args.limit + 1)
+    page, more = rows[:args.limit], len(rows) > args.limit
+    return ok({"entries": [entry_json(e) for e in page],
+               "next_cursor": encode_cursor(page[-1].id) if more else None})
+
+
+@bp.post("/<external_id>/grants")
+@describe(summary="Grant credits (promo, adjustment, distribution, refund)", body=sc.GrantIn,
+          response=sc.GrantCreated, status=201, scopes=("grants:write",), idempotent=True,
+          errors=("CUSTOMER_NOT_FOUND", "IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE"),
+          tag="credits")
+@api_key_required("grants:write")
+@idempotent
+def grant(external_id: str):
+    body = parse(sc.GrantIn)
+    if body.expires_at is not None and body.expires_at <= utcnow():
+        raise ValidationFailed("expires_at must be in the future.", details={"expires_at": "in the past"})
+    c = _customer(external_id)
+    entry = ledger.grant(customer_id=c.id, credits=body.credits, source=body.source,
+                         expires_at=body.expires_at, reason=body.reason, actor=g.actor,
+                         key=ledger_key("api-grant"))
+    return ok({"entry_id": entry.id, "grant_id": entry.grant_id, "credits": entry.amount,
+               "balance": entry.balance_after, "expires_at": sc.iso(body.expires_at)}, 201)
+
+
+@bp.get("/<external_id>/refund-eligibility")
+@describe(summary="Refund eligibility of each purchase", response=sc.EligibilityOut,
+          scopes=("customers:read",), errors=("CUSTOMER_NOT_FOUND",), tag="payments")
+@api_key_required("customers:read")
+def refund_eligibility(external_id: str):
+    c = _customer(external_id)
+    rows = eligibility.for_customer(customer_id=c.id)
+    purchases = [{**r.as_dict(), "paid_at": sc.iso(r.paid_at)} for r in rows]
+    return ok({"external_id": c.external_id, "window_days": eligibility.window_days(),
+               "eligible": any(r.eligible for r in rows), "purchases": purchases})

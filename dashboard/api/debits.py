@@ -1,0 +1,69 @@
+"""Debits over the API: one debit priced from the feature price table, or a batch of up to 1,000."""
+from __future__ import annotations
+
+from flask import Blueprint, g
+
+from dashboard.api import schemas as sc
+from dashboard.api.auth import Forbidden, api_key_required, has_scope
+from dashboard.api.core import describe, ok, parse, path_text
+from dashboard.api.idempotency import idempotent
+from services import batch, ledger, pricing
+
+bp = Blueprint("api_debits", __name__, url_prefix="/api/v1")
+
+DEBIT_ERRORS = ("CUSTOMER_NOT_FOUND", "INSUFFICIENT_CREDITS", "IDEMPOTENCY_KEY_REUSED",
+                "IDEMPOTENCY_KEY_IN_USE")
+
+
+def _explicit_credits_allowed() -> None:
+    if not has_scope("grants:write"):
+        raise Forbidden("Sending credits explicitly needs the scope grants:write as well.",
+                        details={"required": ["debits:write", "grants:write"],
+                                 "missing": ["grants:write"]})
+
+
+@bp.post("/customers/<external_id>/debits")
+@describe(summary="Spend a customer's credits on a feature", body=sc.DebitIn, response=sc.DebitOut,
+          status=201, scopes=("debits:write",), idempotent=True, errors=DEBIT_ERRORS, tag="credits",
+          description="Priced from the feature price table (credits_per_unit x quantity, quantity "
+                      "1 by default) unless `credits` is sent, which needs scope grants:write too. "
+                      "The Idempotency-Key is also the ledger key `api-debit:<key>`, shared with "
+                      "batch items.")
+@api_key_required("debits:write")
+@idempotent
+def debit(external_id: str):
+    body = parse(sc.DebitIn)
+    path_text(external_id)
+    if body.credits is not None:
+        _explicit_credits_allowed()
+        credits = body.credits
+    else:
+        credits = pricing.credits_for(feature=body.feature, quantity=body.quantity or 1)
+    key = g.get("idempotency_key")
+    entry = ledger.debit(external_id=external_id, credits=credits, feature=body.feature,
+                         quantity=body.quantity, reference=body.reference, meta=body.metadata,
+                         key=batch.ledger_key(key) if key else None, actor=g.actor)
+    return ok({"entry_id": entry.id, "credits": -entry.amount, "balance": entry.balance_after}, 201)
+
+
+@bp.post("/debits/batch")
+@describe(summary="Up to 1,000 debits in one call, one result per item in order",
+          body=sc.BatchIn, response=sc.BatchOut, scopes=("debits:write",), idempotent=True,
+          errors=("IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE"), tag="credits",
+          description="Each item's idempotency_key makes it safe to retry the whole batch: applied "
+                      "items replay (`replayed: true`), the others run. A failing item "
+                      "(CUSTOMER_NOT_FOUND, INSUFFICIENT_CREDITS, VALIDATION_ERROR for an unpriced "
+                      "feature, IDEMPOTENCY_KEY_REUSED) does not stop the others. Items with "
+                      "`credits` need scope grants:write.")
+@api_key_required("debits:write")
+@idempotent
+def debit_batch():
+    body = parse(sc.BatchIn)
+    if any(it.credits is not None for it in body.debits):
+        _explicit_credits_allowed()
+    items = [batch.Item(customer=it.customer, feature=it.feature, quantity=it.quantity,
+                        credits=it.credits, idempotency_key=it.idempotency_key,
+                        reference=it.reference) for it in body.debits]
+    results = batch.debit_many(items, actor=g.actor)
+    won = sum(1 for r in results if r["success"])
+    return ok({"results": results, "succeeded": won, "failed": len(results) - won})

@@ -1,0 +1,276 @@
+"""Pydantic models of API bodies and answers; /api/openapi.json is generated from them.
+
+Request models are strict: extra fields are refused, numbers must be JSON integers (no floats,
+strings or booleans), text has a bounded length.
+"""
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from services.ledger import MAX_CREDITS
+from services.pricing import MAX_QUANTITY
+from services.tasks import MAX_TIMEOUT
+
+MAX_METADATA_BYTES = 16 * 1024
+MAX_TASK_DATA_BYTES = 64 * 1024
+API_GRANT_SOURCES = ("promo", "adjustment", "distribution", "refund")
+
+
+def _bounded_json(limit: int):
+    def check(value: dict | None) -> dict | None:
+        if value is not None and len(json.dumps(value, separators=(",", ":"))) > limit:
+            raise ValueError(f"must serialize to at most {limit} bytes of JSON")
+        return value
+    return AfterValidator(check)
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+
+
+def _no_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+Credits = Annotated[StrictInt, Field(gt=0, le=MAX_CREDITS, description="whole credits, > 0")]
+Quantity = Annotated[StrictInt, Field(gt=0, le=MAX_QUANTITY, description="units of the feature")]
+Text = Annotated[StrictStr, AfterValidator(_no_blank)]
+Feature = Annotated[Text, Field(min_length=1, max_length=64, examples=["chat"])]
+Reference = Annotated[StrictStr, Field(max_length=200, description="your id for the work paid for")]
+ExternalId = Annotated[Text, Field(min_length=1, max_length=128, description="the product's user id")]
+IdemKey = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
+Metadata = Annotated[dict[str, Any], _bounded_json(MAX_METADATA_BYTES)]
+TaskData = Annotated[dict[str, Any], _bounded_json(MAX_TASK_DATA_BYTES)]
+Timestamp = Annotated[datetime, Field(strict=False, description="ISO 8601; UTC when no offset"),
+                      AfterValidator(_naive_utc)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+class CustomerUpsert(Body):
+    email: Annotated[StrictStr, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+    name: Annotated[StrictStr, Field(max_length=200)] = ""
+    plan: Annotated[StrictStr, Field(min_length=1, max_length=64, description="plan code")] | None = None
+
+
+class LedgerQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+    cursor: Annotated[str, Field(max_length=200)] | None = None
+
+
+class DebitIn(Body):
+    feature: Feature
+    quantity: Quantity | None = None
+    credits: Credits | None = Field(None, description="explicit price; needs scope grants:write")
+    reference: Reference | None = None
+    metadata: Metadata | None = None
+
+
+class BatchItem(Body):
+    customer: ExternalId
+    feature: Feature
+    quantity: Quantity | None = None
+    credits: Credits | None = None
+    idempotency_key: IdemKey
+    reference: Reference | None = None
+
+
+class BatchIn(Body):
+    debits: Annotated[list[BatchItem], Field(min_length=1, max_length=1000)]
+
+
+class GrantIn(Body):
+    credits: Credits
+    source: Literal["promo", "adjustment", "distribution", "refund"]
+    expires_at: Timestamp | None = None
+    reason: Annotated[Text, Field(min_length=1, max_length=500)]
+
+
+class TaskIn(Body):
+    customer: ExternalId
+    type: Feature
+    mode: Literal["sync", "async"] = "sync"
+    estimated_credits: Credits | None = None
+    input: TaskData | None = None
+    timeout_seconds: Annotated[StrictInt, Field(ge=1, le=MAX_TIMEOUT)] | None = None
+
+
+class TaskComplete(Body):
+    actual_credits: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)]
+    output: TaskData | None = None
+
+
+class TaskFail(Body):
+    error: Annotated[Text, Field(min_length=1, max_length=2000)]
+
+
+# --- answers --------------------------------------------------------------------------------------
+
+class GrantOut(BaseModel):
+    id: int
+    source: str
+    amount: int
+    remaining: int
+    expires_at: str | None
+    created_at: str
+
+
+class CustomerOut(BaseModel):
+    external_id: str
+    email: str
+    name: str
+    plan: str | None
+    subscription_status: str
+    balance: int
+    grants: list[GrantOut]
+    created_at: str
+    updated_at: str
+    created: bool | None = Field(None, description="PUT only: whether the customer is new")
+
+
+class EntryOut(BaseModel):
+    id: int
+    type: str
+    amount: int
+    balance_before: int
+    balance_after: int
+    feature: str | None
+    quantity: int | None
+    reference: str | None
+    reason: str | None
+    task_id: int | None
+    actor_type: str
+    request_id: str | None
+    metadata: dict | None
+    created_at: str
+
+
+class LedgerPage(BaseModel):
+    entries: list[EntryOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+class DebitOut(BaseModel):
+    entry_id: int
+    credits: int
+    balance: int
+
+
+class BatchResult(BaseModel):
+    index: int
+    idempotency_key: str
+    success: bool
+    entry_id: int | None = None
+    credits: int | None = None
+    balance: int | None = None
+    replayed: bool | None = None
+    code: str | None = None
+    error: str | None = None
+    retryable: bool | None = None
+
+
+class BatchOut(BaseModel):
+    results: list[BatchResult]
+    succeeded: int
+    failed: int
+
+
+class GrantCreated(BaseModel):
+    entry_id: int
+    grant_id: int
+    credits: int
+    balance: int
+    expires_at: str | None
+
+
+class TaskCreated(BaseModel):
+    task_id: int
+    status: str
+    charged_credits: int
+    balance: int
+
+
+class TaskOut(BaseModel):
+    task_id: int
+    customer: str
+    type: str
+    mode: str
+    status: str
+    estimated_credits: int
+    charged_credits: int
+    actual_credits: int | None
+    refunded_credits: int
+    input: dict | None
+    output: dict | None
+    error: str | None
+    deadline_at: str
+    created_at: str
+    finished_at: str | None
+    balance: int
+
+
+class PackageOut(BaseModel):
+    id: int
+    code: str
+    name: str
+    credits: int
+    price_minor: int
+    currency: str
+    expiry_days: int | None
+
+
+class PlanOut(BaseModel):
+    id: int
+    code: str
+    name: str
+    interval: str
+    price_minor: int
+    currency: str
+    monthly_credits: int
+    credit_expiry_days: int | None
+    description: str
+
+
+class PackageList(BaseModel):
+    packages: list[PackageOut]
+
+
+class PlanList(BaseModel):
+    plans: list[PlanOut]
+
+
+class PurchaseEligibility(BaseModel):
+    payment_id: int
+    provider: str
+    kind: str
+    paid_at: str | None
+    credits: int
+    amount_minor: int
+    eligible: bool
+    refundable_credits: int
+    refundable_amount: int
+    currency: str
+    reason: str
+
+
+class EligibilityOut(BaseModel):
+    external_id: str
+    window_days: int
+    eligible: bool = Field(description="whether any purchase can be refunded")
+    purchases: list[PurchaseEligibility]
+
+
+def iso(value: datetime | None) -> str | None:
+    """Naive UTC -> ISO 8601 with Z."""
+    return None if value is None else value.isoformat() + "Z"

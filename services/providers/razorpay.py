@@ -16,6 +16,7 @@ from typing import Any
 import razorpay
 import requests
 from flask import current_app
+from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from services.errors import InvalidSignature, PaymentProviderError
 
@@ -23,9 +24,9 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_SECONDS = 10.0
 _SDK_ERRORS = (
-    razorpay.errors.BadRequestError,
-    razorpay.errors.GatewayError,
-    razorpay.errors.ServerError,
+    BadRequestError,
+    GatewayError,
+    ServerError,
     requests.RequestException,  # connection refused or reset, timeouts, non-JSON answers
     ValueError,
 )
@@ -84,7 +85,7 @@ def create_refund(
     """
     _check_minor(amount_minor)
     data = {"amount": amount_minor, "receipt": (receipt or idempotency_key)[:40],
-            "notes": _notes({**(notes or {}), "idempotency_key": idempotency_key})}
+            "notes": _notes({"idempotency_key": idempotency_key, **(notes or {})})}
     headers = {"X-Refund-Idempotency": _refund_idempotency_key(idempotency_key)}
     refund = _call("refund.create", lambda c, t: c.payment.refund(
         payment_id, data, headers=headers, timeout=t))

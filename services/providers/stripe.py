@@ -124,7 +124,7 @@ def construct_event(payload: bytes, sig_header: str | None) -> dict[str, Any]:
         raise InvalidSignature("Invalid Stripe signature") from None
     except (ValueError, TypeError, AttributeError):  # signed, yet not an event
         raise InvalidSignature("Stripe webhook body is not a valid event") from None
-    return event.to_dict()
+    return event.to_dict(for_json=True)  # plain JSON types: no Decimal for *_decimal fields
 
 
 # -- plumbing ---------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def _build_client(api_key: str, api_base: str | None, timeout: float) -> stripe.
 
 def _call(operation: str, request: Any) -> dict[str, Any]:
     try:
-        return request(_client()).to_dict()
+        return request(_client()).to_dict(for_json=True)  # *_decimal fields stay strings
     except stripe.StripeError as err:
         raise _provider_error(operation, err) from None
 

@@ -106,8 +106,9 @@ class FakeServer:
 
     def start(self) -> FakeServer:
         """Serve in a daemon thread."""
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name=f"{self.name}-fake", daemon=True
+        self._thread = threading.Thread(  # a short poll makes stop() quick
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
+            name=f"{self.name}-fake", daemon=True,
         )
         self._thread.start()
         return self
@@ -124,6 +125,16 @@ class FakeServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def run_standalone(self) -> None:
+        """Serve until Ctrl-C, printing the env vars that point Creditdesk here."""
+        self.start()
+        for name, value in self.app_config().items():  # type: ignore[attr-defined]
+            print(f"export {name}={value}")  # noqa: T201 - a developer tool
+        try:
+            self._thread.join()  # type: ignore[union-attr]
+        except KeyboardInterrupt:
+            self.stop()
 
     # -- test controls ----------------------------------------------------------------------
     def fail_next(

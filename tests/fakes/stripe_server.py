@@ -14,8 +14,15 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from tests.fakes import FakeServer, RecordedRequest, Reply, random_id
+from tests.fakes.signing import (
+    STRIPE_API_VERSION,
+    checkout_session_object,
+    invoice_object,
+    invoice_payments,
+    price_object,
+    subscription_object,
+)
 
-API_VERSION = "2026-10-28.endive"  # what stripe==16.1.0 sends as Stripe-Version
 TEST_SECRET_KEY = "sk_test_creditdeskFAKE0000000000"
 TEST_WEBHOOK_SECRET = "whsec_creditdeskFAKE0000000000"
 _RETRIEVABLE = {
@@ -39,7 +46,7 @@ def parse_pairs(pairs: Any) -> dict:
     root: dict = {}
     for key, value in pairs:
         head, _, rest = key.partition("[")
-        parts = [head] + (re.findall(r"([^\]]*)\]", rest) if rest else [])
+        parts = [head] + (re.findall(r"([^\[\]]*)\]", rest) if rest else [])
         node = root
         for i, part in enumerate(parts):
             if part == "":
@@ -76,20 +83,6 @@ def error(status: int, message: str, *, type_: str = "invalid_request_error",
     if param:
         body["param"] = param
     return Reply(status, {"error": body})
-
-
-def price_object(*, unit_amount: int, currency: str, interval: str | None = None,
-                 product: str | None = None, price_id: str | None = None) -> dict:
-    """A Price as the API shows it."""
-    return {
-        "id": price_id or random_id("price_"), "object": "price", "active": True,
-        "currency": currency.lower(), "unit_amount": unit_amount,
-        "unit_amount_decimal": str(unit_amount), "product": product or random_id("prod_", 14),
-        "recurring": ({"interval": interval, "interval_count": 1, "usage_type": "licensed",
-                       "meter": None} if interval else None),
-        "type": "recurring" if interval else "one_time", "livemode": False, "metadata": {},
-        "created": int(time.time()),
-    }
 
 
 class FakeStripe(FakeServer):
@@ -143,9 +136,9 @@ class FakeStripe(FakeServer):
             customer = s["customer"]
             if s["mode"] == "subscription" and customer is None:
                 customer = self._customer(email)
-            s.update(status="complete", payment_status="paid", customer=customer,
-                     customer_details={"email": email, "name": None, "phone": None,
-                                       "address": None, "tax_exempt": "none", "tax_ids": []})
+            done = checkout_session_object(amount_total=s["amount_total"], email=email)
+            s.update(status="complete", payment_status="paid", customer=customer, url=None,
+                     customer_details=done["customer_details"])
             if s["mode"] == "payment":
                 md = params.get("payment_intent_data", {}).get("metadata", {})
                 pi = self._payment_intent(s["amount_total"], s["currency"], customer, md)
@@ -201,7 +194,7 @@ class FakeStripe(FakeServer):
                                                     "Idempotent-Replayed": "true"})
         reply = self._dispatch(req)
         reply.headers.update({"Request-Id": random_id("req_", 14),
-                              "Stripe-Version": req.header("Stripe-Version") or API_VERSION})
+                              "Stripe-Version": req.header("Stripe-Version") or STRIPE_API_VERSION})
         if key:
             reply.headers["Idempotency-Key"] = key
             if reply.status < 400:  # validation errors are not stored, as in Stripe
@@ -272,25 +265,18 @@ class FakeStripe(FakeServer):
                 return error(400, "You must provide at least one recurring price in "
                              "`subscription` mode when using prices.", param="line_items")
             total, currency = total + price["unit_amount"] * quantity, price["currency"]
-        for item, price in zip(items, prices):
+        for item, price in zip(items, prices, strict=True):
             if "price_data" in item:  # Stripe keeps inline prices as Price objects too
                 self.prices[price["id"]] = price
         if p.get("customer") and p["customer"] not in self.customers:
-            self.customers[p["customer"]] = _customer_object(p["customer"], None)
-        now, sid = int(time.time()), random_id("cs_test_a1", 56)
-        session = {
-            "id": sid, "object": "checkout.session", "mode": mode, "status": "open",
-            "payment_status": "unpaid", "amount_subtotal": total, "amount_total": total,
-            "currency": currency, "client_reference_id": p.get("client_reference_id"),
-            "customer": p.get("customer"), "customer_email": p.get("customer_email"),
-            "customer_details": None, "metadata": p.get("metadata", {}),
-            "payment_intent": None, "subscription": None, "invoice": None,
-            "success_url": p.get("success_url"), "cancel_url": p.get("cancel_url"),
-            "url": f"{self.url}/c/pay/{sid}", "ui_mode": "hosted", "livemode": False,
-            "created": now, "expires_at": now + 24 * 3600, "payment_method_types": ["card"],
-            "customer_creation": "if_required" if mode == "payment" else None,
-            "total_details": {"amount_discount": 0, "amount_shipping": 0, "amount_tax": 0},
-        }
+            self._customer(None, p["customer"])
+        sid = random_id("cs_test_a1", 56)
+        session = checkout_session_object(
+            session_id=sid, amount_total=total, currency=currency, mode=mode, status="open",
+            client_reference_id=p.get("client_reference_id"), metadata=p.get("metadata"),
+            customer=p.get("customer"), url=f"{self.url}/c/pay/{sid}")
+        session.update(customer_email=p.get("customer_email"),
+                       success_url=p.get("success_url"), cancel_url=p.get("cancel_url"))
         self.sessions[sid], self.session_params[sid] = session, p
         self.session_prices[sid] = [price["id"] for price in prices]
         return Reply(200, session)
@@ -368,10 +354,12 @@ class FakeStripe(FakeServer):
         return Reply(200, page, content_type="text/html")
 
     # -- object factories -------------------------------------------------------------------
-    def _customer(self, email: str | None) -> str:
-        customer = _customer_object(random_id("cus_", 14), email)
-        self.customers[customer["id"]] = customer
-        return customer["id"]
+    def _customer(self, email: str | None, customer_id: str | None = None) -> str:
+        customer_id = customer_id or random_id("cus_", 14)
+        self.customers[customer_id] = {"id": customer_id, "object": "customer", "email": email,
+                                       "metadata": {}, "created": int(time.time()),
+                                       "livemode": False}
+        return customer_id
 
     def _payment_intent(self, amount: int, currency: str, customer: str | None,
                         metadata: dict) -> dict:
@@ -397,74 +385,5 @@ def _money(amount: int, currency: str) -> str:
     return f"${amount / 100:.2f}" if currency == "usd" else f"{amount / 100:.2f} {currency}"
 
 
-def _customer_object(customer_id: str, email: str | None) -> dict:
-    return {"id": customer_id, "object": "customer", "email": email, "metadata": {},
-            "created": int(time.time()), "livemode": False}
-
-
-def subscription_object(*, customer: str, price: dict, metadata: dict, start: int,
-                        status: str = "active", sub_id: str | None = None) -> dict:
-    """A Subscription in the current layout: the billing period lives on each item."""
-    sub_id = sub_id or random_id("sub_")
-    end = start + (365 if (price["recurring"] or {}).get("interval") == "year" else 30) * 86400
-    item = {"id": random_id("si_", 14), "object": "subscription_item", "price": price,
-            "quantity": 1, "subscription": sub_id, "current_period_start": start,
-            "current_period_end": end, "metadata": {}, "created": start}
-    return {
-        "id": sub_id, "object": "subscription", "status": status, "customer": customer,
-        "currency": price["currency"], "metadata": metadata, "cancel_at_period_end": False,
-        "cancel_at": None, "canceled_at": None, "ended_at": None, "created": start,
-        "start_date": start, "billing_cycle_anchor": start, "latest_invoice": None,
-        "collection_method": "charge_automatically", "livemode": False,
-        "items": {"object": "list", "data": [item], "has_more": False, "total_count": 1,
-                  "url": f"/v1/subscription_items?subscription={sub_id}"},
-    }
-
-
-def invoice_object(*, subscription: dict, amount: int, billing_reason: str,
-                   invoice_id: str | None = None) -> dict:
-    """A paid subscription Invoice in the current layout (`parent.subscription_details`).
-
-    It has no `subscription`, `charge` or `payment_intent` field any more, and `payments` is
-    includable only (webhooks never carry it): see `invoice_payments()`.
-    """
-    item = subscription["items"]["data"][0]
-    price, inv_id, now = item["price"], invoice_id or random_id("in_"), int(time.time())
-    period = {"start": item["current_period_start"], "end": item["current_period_end"]}
-    line = {
-        "id": random_id("il_"), "object": "line_item", "amount": amount,
-        "currency": price["currency"], "quantity": 1, "period": period, "metadata": {},
-        "description": f"1 x {price['product']}",
-        "parent": {"type": "subscription_item_details", "invoice_item_details": None,
-                   "subscription_item_details": {"subscription": subscription["id"],
-                                                 "subscription_item": item["id"],
-                                                 "proration": False, "invoice_item": None}},
-        "pricing": {"type": "price_details", "unit_amount_decimal": str(amount),
-                    "price_details": {"price": price["id"], "product": price["product"]}},
-    }
-    invoice = {
-        "id": inv_id, "object": "invoice", "status": "paid", "customer": subscription["customer"],
-        "currency": price["currency"], "amount_due": amount, "amount_paid": amount,
-        "amount_remaining": 0, "subtotal": amount, "total": amount,
-        "billing_reason": billing_reason, "created": now, "livemode": False, "metadata": {},
-        "period_start": now, "period_end": now, "number": random_id("CD", 8).upper(),
-        "parent": {"type": "subscription_details", "quote_details": None,
-                   "subscription_details": {"subscription": subscription["id"],
-                                            "metadata": subscription["metadata"]}},
-        "lines": {"object": "list", "data": [line], "has_more": False, "total_count": 1,
-                  "url": f"/v1/invoices/{inv_id}/lines"},
-        "status_transitions": {"finalized_at": now, "paid_at": now, "voided_at": None,
-                               "marked_uncollectible_at": None},
-    }
-    return invoice
-
-
-def invoice_payments(invoice: dict, payment_intent: str) -> dict:
-    """The includable `invoice.payments` list (`expand[]=payments`)."""
-    return {"object": "list", "has_more": False, "total_count": 1, "data": [{
-        "id": random_id("inpay_"), "object": "invoice_payment", "invoice": invoice["id"],
-        "amount_paid": invoice["amount_paid"], "amount_requested": invoice["amount_due"],
-        "currency": invoice["currency"], "is_default": True, "livemode": False,
-        "status": "paid", "payment": {"type": "payment_intent", "payment_intent": payment_intent},
-        "status_transitions": {"canceled_at": None, "paid_at": invoice["created"]}}],
-        "url": "/v1/invoice_payments"}
+if __name__ == "__main__":  # python -m tests.fakes.stripe_server
+    FakeStripe().run_standalone()

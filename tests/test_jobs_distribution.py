@@ -1,0 +1,171 @@
+"""The monthly distribution: segment rules, exactly once per (period, customer), dry run, errors."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import func, select, text
+
+from models import CreditGrant, JobRun, JobRunError, LedgerEntry, db, utcnow
+from services import distribution, ledger, reconcile
+from services import settings as app_settings
+
+PERIOD = "2031-05"
+
+
+def _plans(make):
+    return {
+        "month": make.plan(interval="month", monthly_credits=1000, credit_expiry_days=31),
+        "year": make.plan(interval="year", monthly_credits=800, credit_expiry_days=40),
+        "lifetime": make.plan(interval="lifetime", monthly_credits=600, credit_expiry_days=None),
+        "free": make.plan(interval="free", monthly_credits=0, credit_expiry_days=10),
+    }
+
+
+def _granted(customer) -> list[int]:
+    return list(db.session.scalars(select(CreditGrant.amount).where(
+        CreditGrant.customer_id == customer.id, CreditGrant.source == "distribution")))
+
+
+def _set_period_end(customer, when):
+    db.session.execute(text("UPDATE customers SET current_period_end = :w WHERE id = :i"),
+                       {"w": when, "i": customer.id})
+    db.session.commit()
+
+
+def test_segment_rules(make, app):
+    app_settings.update(key="free_monthly_credits", value=50)
+    p = _plans(make)
+    later, earlier = utcnow() + timedelta(days=100), utcnow() - timedelta(days=1)
+    c = {
+        "no_plan": make.customer(),
+        "free_plan": make.customer(plan=p["free"]),
+        "monthly": make.customer(plan=p["month"], subscription_status="active"),
+        "monthly_past_due": make.customer(plan=p["month"], subscription_status="past_due"),
+        "monthly_cancelled_paid": make.customer(plan=p["month"], subscription_status="cancelled"),
+        "monthly_cancelled_over": make.customer(plan=p["month"], subscription_status="cancelled"),
+        "yearly": make.customer(plan=p["year"], subscription_status="active"),
+        "yearly_none": make.customer(plan=p["year"]),
+        "yearly_past_due": make.customer(plan=p["year"], subscription_status="past_due"),
+        "yearly_cancelled_paid": make.customer(plan=p["year"], subscription_status="cancelled"),
+        "yearly_cancelled_over": make.customer(plan=p["year"], subscription_status="cancelled"),
+        "lifetime": make.customer(plan=p["lifetime"], subscription_status="active"),
+        "lifetime_cancelled": make.customer(plan=p["lifetime"], subscription_status="cancelled"),
+    }
+    _set_period_end(c["monthly_cancelled_paid"], later)
+    _set_period_end(c["monthly_cancelled_over"], earlier)
+    _set_period_end(c["yearly_cancelled_paid"], later)
+    _set_period_end(c["yearly_cancelled_over"], earlier)
+    deleted = make.customer()
+    db.session.execute(text("UPDATE customers SET deleted_at = :t WHERE id = :i"),
+                       {"t": utcnow(), "i": deleted.id})
+    db.session.commit()
+
+    preview = distribution.run(period=PERIOD, dry_run=True)
+    assert db.session.scalar(select(func.count(JobRun.id))) == 0  # the dry run wrote nothing
+
+    result = distribution.run(period=PERIOD, trigger="manual")
+    expected = {
+        "no_plan": [50], "free_plan": [50], "monthly": [], "monthly_past_due": [],
+        "monthly_cancelled_paid": [], "monthly_cancelled_over": [50],
+        "yearly": [800], "yearly_none": [800], "yearly_past_due": [],
+        "yearly_cancelled_paid": [800], "yearly_cancelled_over": [50],
+        "lifetime": [600], "lifetime_cancelled": [50],
+    }
+    assert {k: _granted(v) for k, v in c.items()} == expected
+    assert _granted(deleted) == []
+    n = sum(len(v) for v in expected.values())
+    assert (result.users_count, result.processed_count, result.error_count) == (n, n, 0)
+    assert result.credits == sum(sum(v) for v in expected.values())
+    # The preview said exactly this, per customer and per segment.
+    assert {r["customer_id"]: [r["credits"]] for r in preview.rows} == \
+        {v.id: expected[k] for k, v in c.items() if expected[k]}
+    assert preview.users_count == n and preview.credits == result.credits
+    assert preview.segments["monthly"]["customers"] == 3
+    assert preview.segments["held"]["customers"] == 1
+    assert result.segments == {"free": {"customers": 5, "credits": 250},
+                               "yearly": {"customers": 3, "credits": 2400},
+                               "lifetime": {"customers": 1, "credits": 600}}
+
+    # Expiry: the plan's days, the free plan's days, the default setting for the rest.
+    run = db.session.get(JobRun, result.run_id)
+    def expiry_days(customer):
+        g = db.session.scalar(select(CreditGrant).where(CreditGrant.customer_id == customer.id,
+                                                        CreditGrant.source == "distribution"))
+        return round((g.expires_at - run.started_at).total_seconds() / 86400)
+    assert expiry_days(c["yearly"]) == 40
+    assert expiry_days(c["free_plan"]) == 10
+    assert expiry_days(c["no_plan"]) == app_settings.get("default_expiry_days")
+    assert expiry_days(c["lifetime"]) == app_settings.get("default_expiry_days")
+    assert reconcile.run().ok
+
+
+def test_a_second_run_of_the_period_is_a_no_op_and_reports_the_same_counts(make):
+    customers = [make.customer() for _ in range(5)]
+    first = distribution.run(period=PERIOD)
+    second = distribution.run(period=PERIOD, trigger="cron")
+    assert second.already_done and second.run_id == first.run_id
+    assert (second.users_count, second.processed_count, second.error_count) == (5, 5, 0)
+    assert db.session.scalar(select(func.count(JobRun.id))) == 1
+    assert all(_granted(c) == [50] for c in customers)
+    # Another period is another run.
+    third = distribution.run(period="2031-06")
+    assert third.run_id != first.run_id and third.processed_count == 5
+    assert reconcile.run().ok
+
+
+def test_a_rerun_of_a_failed_run_grants_only_what_is_missing(make):
+    customers = [make.customer() for _ in range(4)]
+    # Customer 0 got this period's credits already (an earlier, interrupted attempt).
+    ledger.grant(customer_id=customers[0].id, credits=50, source="distribution", period=PERIOD,
+                 key=f"distribution:{PERIOD}:{customers[0].id}")
+    result = distribution.run(period=PERIOD)
+    assert [len(_granted(c)) for c in customers] == [1, 1, 1, 1]
+    assert result.processed_count == 3
+    assert reconcile.run().ok
+
+
+def test_expiry_runs_before_the_grants(make):
+    c = make.customer()
+    old = make.grant(c, credits=30, expires_in_days=-1)
+    result = distribution.run(period=PERIOD)
+    db.session.refresh(old)
+    assert old.remaining == 0 and old.expired_at is not None
+    assert result.expired == {"grants": 1, "credits": 30}
+    types = list(db.session.scalars(select(LedgerEntry.type).where(
+        LedgerEntry.customer_id == c.id).order_by(LedgerEntry.id)))
+    assert types == ["grant", "expiry", "grant"]
+    assert ledger.balance(c.id) == 50
+    assert reconcile.run().ok
+
+
+def test_a_customer_without_an_account_is_an_error_and_the_run_goes_on(make):
+    good = [make.customer() for _ in range(3)]
+    orphan = make.customer()
+    db.session.execute(text("DELETE FROM accounts WHERE customer_id = :i"), {"i": orphan.id})
+    db.session.commit()
+    result = distribution.run(period=PERIOD)
+    assert (result.users_count, result.processed_count, result.error_count) == (4, 3, 1)
+    err = db.session.scalar(select(JobRunError))
+    assert err.customer_id == orphan.id and "account" in err.error
+    assert all(_granted(c) == [50] for c in good)
+    assert db.session.get(JobRun, result.run_id).status == "succeeded"
+
+
+def test_run_logs_a_starting_and_a_finished_line(make, caplog):
+    make.customer()
+    with caplog.at_level(logging.INFO, logger="creditdesk.jobs"):
+        result = distribution.run(period=PERIOD)
+    lines = [r.getMessage() for r in caplog.records if r.name == "creditdesk.jobs"]
+    assert any(m.startswith("distribution.starting") and f"job_run_id={result.run_id}" in m
+               for m in lines)
+    assert any(m.startswith("distribution.finished") and f"job_run_id={result.run_id}" in m
+               and "usersCount=1 processedCount=1 errorCount=0" in m for m in lines)
+
+
+def test_bad_period_is_refused(app):
+    import pytest
+
+    from services.errors import ValidationFailed
+    with pytest.raises(ValidationFailed):
+        distribution.run(period="2031-13")

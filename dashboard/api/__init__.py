@@ -85,7 +85,7 @@ def _retry_after(app: Flask) -> int:
     current = limiter.current_limit if limiter else None
     if current is None:
         return 60
-    return max(1, math.ceil(current.reset_at - time.time()))
+    return max(1, math.ceil(current.window[0] - time.time()))
 
 
 def _install_error_handlers(app: Flask) -> None:

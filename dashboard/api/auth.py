@@ -28,16 +28,19 @@ class Forbidden(ServiceError):
     status, code = 403, "AUTH_FORBIDDEN"
 
 
+_CACHE = "creditdesk.api_key"
+
+
 def current_api_key() -> ApiKey | None:
-    """The live API key of this request (verified once and cached on g), or None."""
-    if "api_key_checked" not in g:
-        g.api_key_checked = True
+    """The live API key of this request (verified once per request), or None."""
+    env = request.environ
+    if _CACHE not in env:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         key = None
         if scheme.lower() == "bearer" and token.strip():
             key = staff_service.verify_api_key(token.strip())
-        g.api_key = key
-    return g.api_key
+        env[_CACHE] = key
+    return env[_CACHE]
 
 
 def _touch(key: ApiKey) -> None:
@@ -67,6 +70,7 @@ def api_key_required(*scopes: str):
             if missing:
                 raise Forbidden(f"This API key lacks the scope {', '.join(missing)}.",
                                 details={"required": list(scopes), "missing": missing})
+            g.api_key = key
             g.actor = Actor("api_key", str(key.id))
             _touch(key)
             return view(*args, **kwargs)

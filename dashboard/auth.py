@@ -2,13 +2,24 @@
 from __future__ import annotations
 
 import functools
-import threading
+import logging
 import time
-from collections import defaultdict, deque
 
-from flask import Blueprint, Flask, abort, current_app, flash, redirect, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import (
+    Blueprint,
+    Flask,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_user, logout_user
 from flask_wtf import FlaskForm
+from limits import parse, storage, strategies
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
@@ -17,19 +28,22 @@ from dashboard.extensions import db, login_manager
 from models import Staff
 from services import staff as staff_service
 
+log = logging.getLogger("creditdesk.auth")
+
 PERMISSIONS = (
     "customers.view", "credits.adjust", "plans.manage", "pricing.manage", "settings.manage",
     "refunds.request", "refunds.approve", "transactions.view", "transactions.export",
     "analytics.view", "jobs.view", "jobs.run", "staff.manage", "apikeys.manage", "audit.view",
-    "webhooks.view", "tasks.view", "tasks.manage",
+    "webhooks.view", "webhooks.replay", "tasks.view", "tasks.manage",
 )
+# Least privilege: support helps customers, finance watches money; only admins change the
+# catalogue, settings, staff, keys, run jobs, move task money or replay webhooks.
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(PERMISSIONS),
-    "support": frozenset({"customers.view", "credits.adjust", "refunds.request",
-                          "transactions.view", "tasks.view", "tasks.manage", "webhooks.view"}),
+    "support": frozenset({"customers.view", "credits.adjust", "refunds.request", "tasks.view"}),
     "finance": frozenset({"customers.view", "transactions.view", "transactions.export",
                           "analytics.view", "refunds.request", "refunds.approve", "jobs.view",
-                          "audit.view", "tasks.view"}),
+                          "audit.view", "tasks.view", "webhooks.view"}),
 }
 PUBLIC = "public"  # marker for the few routes anyone may open (login, health, static)
 
@@ -60,34 +74,48 @@ def require(permission: str):
     return wrap
 
 
-# --- login throttling: per account and per IP, sliding window, never a permanent lock-out -----
-
-class Throttle:
-    def __init__(self, limit: int, window: float):
-        self.limit, self.window = limit, window
-        self.hits: dict[str, deque] = defaultdict(deque)
-        self.lock = threading.Lock()
-
-    def blocked(self, key: str) -> float:
-        """Seconds to wait before `key` may try again (0 when allowed)."""
-        now = time.monotonic()
-        with self.lock:
-            q = self.hits[key]
-            while q and now - q[0] > self.window:
-                q.popleft()
-            return 0.0 if len(q) < self.limit else self.window - (now - q[0])
-
-    def hit(self, key: str) -> None:
-        with self.lock:
-            self.hits[key].append(time.monotonic())
-
-    def reset(self, key: str) -> None:
-        with self.lock:
-            self.hits.pop(key, None)
+def client_ip() -> str:
+    """The peer address (a proxy in front must be declared with ProxyFix, never trusted blindly)."""
+    return request.remote_addr or "?"
 
 
-per_account = Throttle(limit=5, window=300)
-per_ip = Throttle(limit=20, window=300)
+# --- login throttling: per account and per IP, moving window, never a permanent lock-out -----
+
+class LoginThrottle:
+    """Failed sign-ins counted per email and per IP in a moving window (Redis when configured).
+
+    Only failures count; a success clears the account's counter. When the window has moved on,
+    the account or address may try again: there is no lock-out an admin has to lift.
+    """
+
+    def __init__(self, app: Flask):
+        cfg = app.config
+        uri = cfg.get("LOGIN_THROTTLE_STORAGE") or cfg.get("REDIS_URL") or "memory://"
+        self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
+        window = int(cfg.get("LOGIN_THROTTLE_WINDOW_SECONDS", 300))
+        self.account = parse(f"{int(cfg.get('LOGIN_MAX_FAILURES_PER_ACCOUNT', 5))} per {window} seconds")
+        self.ip = parse(f"{int(cfg.get('LOGIN_MAX_FAILURES_PER_IP', 20))} per {window} seconds")
+
+    def wait(self, email: str, ip: str) -> int:
+        """Seconds before this email from this address may try again (0: go ahead)."""
+        now = time.time()
+        wait = 0.0
+        for item, key in ((self.account, email), (self.ip, ip)):
+            if not self.limiter.test(item, "login", key):
+                reset = self.limiter.get_window_stats(item, "login", key).reset_time
+                wait = max(wait, reset - now, 1)
+        return int(wait + 0.999)
+
+    def failed(self, email: str, ip: str) -> None:
+        self.limiter.hit(self.account, "login", email)
+        self.limiter.hit(self.ip, "login", ip)
+
+    def succeeded(self, email: str) -> None:
+        self.limiter.clear(self.account, "login", email)
+
+
+def throttle() -> LoginThrottle:
+    return current_app.extensions["login_throttle"]
 
 
 class LoginForm(FlaskForm):
@@ -98,6 +126,19 @@ class LoginForm(FlaskForm):
 bp = Blueprint("auth", __name__)
 
 
+def _safe_next(target: str) -> str:
+    """Only same-site relative paths: never an open redirect (//host, /\\host, scheme:)."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target[:3]:
+        return url_for("overview.index")
+    return target
+
+
+def _fresh_session() -> None:
+    """Empty the session, and forget this request's cached CSRF token so a new one is issued."""
+    session.clear()
+    g.pop("csrf_token", None)
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @require(PUBLIC)
 def login():
@@ -106,43 +147,48 @@ def login():
     form = LoginForm()
     status = 200
     if form.validate_on_submit():
-        email, ip = form.email.data.strip().lower(), request.remote_addr or "?"
-        wait = max(per_account.blocked(email), per_ip.blocked(ip))
+        email, ip = form.email.data.strip().lower(), client_ip()
+        wait = throttle().wait(email, ip)
         if wait:
-            form.form_errors.append(f"Too many attempts. Try again in {int(wait) + 1} seconds.")
+            log.warning("auth.login.throttled", extra={"ip": ip})
+            form.form_errors.append(f"Too many failed attempts. Try again in {wait} seconds.")
             status = 429
         else:
             user = staff_service.authenticate(email, form.password.data)
             if user is None:
-                per_account.hit(email)
-                per_ip.hit(ip)
+                throttle().failed(email, ip)
                 staff_service.login_failed(email=email, ip=ip)
                 form.form_errors.append("Email or password is incorrect.")
                 status = 401
             else:
-                per_account.reset(email)
+                throttle().succeeded(email)
+                _fresh_session()  # nothing from before sign-in survives it
+                session.permanent = True  # idle expiry after PERMANENT_SESSION_LIFETIME
                 login_user(user)
+                session["signed_in_at"] = int(time.time())
                 staff_service.login_succeeded(staff=user, ip=ip)
-                target = request.args.get("next", "")
-                # Only same-site relative paths: never an open redirect.
-                if not target.startswith("/") or target.startswith("//"):
-                    target = url_for("overview.index")
-                return redirect(target)
+                return redirect(_safe_next(request.args.get("next", "")))
     elif request.method == "POST":
         status = 422
-    return htmx.render("auth/login.html", None, form=form), status
+    resp = htmx.render("auth/login.html", None, form=form)
+    if status == 429:
+        resp.headers["Retry-After"] = str(wait)
+    return resp, status
 
 
 @bp.post("/logout")
-@login_required
 @require(PUBLIC)
 def logout():
+    if current_user.is_authenticated:
+        staff_service.logged_out(staff=current_user._get_current_object(), ip=client_ip())
     logout_user()
+    _fresh_session()
     flash("You have been signed out.", "info")
     return redirect(url_for("auth.login"))
 
 
 def init_app(app: Flask) -> None:
+    app.extensions["login_throttle"] = LoginThrottle(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
@@ -168,6 +214,25 @@ def init_app(app: Flask) -> None:
             resp.headers["HX-Redirect"] = url_for("auth.login")
             return resp
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+    def _per_request_state():
+        """Forget the user and CSRF token cached on `g`: g belongs to the app context, which
+        tests (and CLI code) keep across requests, and a cached user must never leak into the
+        next request. In production each request has its own context, so this costs nothing."""
+        g.pop("_login_user", None)
+        g.pop("csrf_token", None)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, _per_request_state)
+
+    @app.before_request
+    def _absolute_lifetime():
+        """Sessions end after SESSION_ABSOLUTE_HOURS however active they are."""
+        started = session.get("signed_in_at")
+        limit = app.config.get("SESSION_ABSOLUTE_HOURS", 12) * 3600
+        if started is not None and time.time() - started > limit:
+            logout_user()
+            _fresh_session()
+            g.session_expired = True
 
     @app.context_processor
     def _perms():

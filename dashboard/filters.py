@@ -1,6 +1,7 @@
 """Jinja filters: one format for numbers, money and dates everywhere."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from flask import Flask
@@ -54,6 +55,26 @@ def dt_tag(value: datetime | None) -> Markup:
         escape(value.isoformat(timespec="seconds")), dt(value))
 
 
+def tojson_text(value) -> str:
+    """A JSON-ish value as plain text (strings bare, the rest as JSON); autoescaped by Jinja."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def tojson_pretty(value) -> str:
+    """Indented JSON as plain text for a <pre> (autoescaped; never marked safe)."""
+    if value is None:
+        return "—"
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, indent=2, default=str)
+
+
+def truncate_action(action: str) -> str:
+    """The area of a dotted action: "staff.create" -> "staff"."""
+    return (action or "").split(".", 1)[0]
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(credits=credits, signed=signed, money=money, dt=dt,
-                                 dt_tag=dt_tag)
+                                 dt_tag=dt_tag, tojson_text=tojson_text,
+                                 tojson_pretty=tojson_pretty, truncate_action=truncate_action)

@@ -5,7 +5,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from models import Setting, SettingChange, db, utcnow
 from services import audit
@@ -119,3 +119,24 @@ def update(*, key: str, value: str | int | bool, staff=None, reason: str | None 
                      before={key: old}, after={key: new}, reason=reason, ip=ip)
     clear_cache()
     return change
+
+
+def history(*, key: str | None = None, before_id: int | None = None,
+            limit: int = 25) -> tuple[list[SettingChange], int | None]:
+    """Changes newest first (optionally of one key), keyset paged: (rows, next before_id)."""
+    stmt = select(SettingChange).order_by(SettingChange.id.desc())
+    if key:
+        stmt = stmt.where(SettingChange.key == key)
+    if before_id:
+        stmt = stmt.where(SettingChange.id < before_id)
+    rows = list(db.session.scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more else None)
+
+
+def last_changes() -> dict[str, SettingChange]:
+    """The latest change of each setting that was ever changed, in one query."""
+    latest = select(func.max(SettingChange.id)).group_by(SettingChange.key)
+    rows = db.session.scalars(select(SettingChange).where(SettingChange.id.in_(latest)))
+    return {r.key: r for r in rows}

@@ -4,11 +4,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from models import ApiKey, Staff, db, utcnow
 from models.staff import ROLES
@@ -88,6 +89,11 @@ def login_succeeded(*, staff: Staff, ip: str | None) -> None:
         audit.record(action="login.success", staff=staff, ip=ip)
 
 
+def logged_out(*, staff: Staff, ip: str | None) -> None:
+    with atomic():
+        audit.record(action="logout", staff=staff, ip=ip)
+
+
 def login_failed(*, email: str, ip: str | None) -> None:
     """Audit a failed sign-in (the email as typed; never the password)."""
     with atomic():
@@ -144,3 +150,138 @@ def revoke_api_key(*, key_id: int, by=None, ip: str | None = None) -> ApiKey:
                          target_id=key.id, before={"revoked": False}, after={"revoked": True},
                          ip=ip)
         return key
+
+
+# --- staff administration (the dashboard's Staff page) -----------------------------------------
+
+@dataclass
+class Page:
+    rows: list
+    next_cursor: int | None  # keyset: pass back as `after`/`before`
+
+
+def generate_password() -> str:
+    """A one-time password, shown once to the admin who creates or resets an account."""
+    return secrets.token_urlsafe(15)
+
+
+def list_staff(*, q: str = "", role: str | None = None, status: str | None = None,
+               after_id: int | None = None, limit: int = 50) -> Page:
+    """Staff by id, filtered by text (email or name), role and active/inactive; keyset paged."""
+    stmt = select(Staff).order_by(Staff.id)
+    if q:
+        like = f"%{q.strip().lower()}%"
+        stmt = stmt.where(or_(Staff.email.like(like), func.lower(Staff.name).like(like)))
+    if role in ROLES:
+        stmt = stmt.where(Staff.role == role)
+    if status in ("active", "inactive"):
+        stmt = stmt.where(Staff.active.is_(status == "active"))
+    if after_id:
+        stmt = stmt.where(Staff.id > after_id)
+    rows = list(db.session.scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1].id if more else None)
+
+
+def get(staff_id: int) -> Staff:
+    staff = db.session.get(Staff, staff_id)
+    if staff is None:
+        raise NotFound(f"No staff member {staff_id}.")
+    return staff
+
+
+def _lock(s, staff_id: int) -> Staff:
+    staff = s.get(Staff, staff_id, with_for_update=True)
+    if staff is None:
+        raise NotFound(f"No staff member {staff_id}.")
+    return staff
+
+
+def _other_active_admins(s, staff_id: int) -> int:
+    return s.scalar(select(func.count(Staff.id)).where(
+        Staff.role == "admin", Staff.active.is_(True), Staff.id != staff_id)) or 0
+
+
+def change_role(*, staff_id: int, role: str, by: Staff, ip: str | None = None) -> Staff:
+    """Give a staff member another role; nobody changes their own, the last admin stays admin."""
+    if role not in ROLES:
+        raise ValidationFailed(f"Role must be one of {', '.join(ROLES)}.", details={"role": "invalid"})
+    if staff_id == by.id:
+        raise Conflict("You cannot change your own role; ask another admin.")
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        if staff.role == role:
+            return staff
+        if staff.role == "admin" and staff.active and not _other_active_admins(s, staff.id):
+            raise Conflict("This is the last active admin; make someone else admin first.")
+        before = staff.role
+        staff.role = role
+        # A demotion must not leave an open admin session behind.
+        staff.session_version += 1
+        audit.record(action="staff.role", staff=by, target_type="staff", target_id=staff.id,
+                     before={"role": before}, after={"role": role}, ip=ip)
+        return staff
+
+
+def set_active(*, staff_id: int, active: bool, by: Staff, ip: str | None = None) -> Staff:
+    """Deactivate (their sessions end at once) or reactivate a staff member; never yourself."""
+    if staff_id == by.id:
+        raise Conflict("You cannot deactivate or reactivate yourself.")
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        if staff.active == active:
+            return staff
+        if not active and staff.role == "admin" and not _other_active_admins(s, staff.id):
+            raise Conflict("This is the last active admin; it cannot be deactivated.")
+        staff.active = active
+        staff.session_version += 1  # ends every session of this account
+        audit.record(action="staff.reactivate" if active else "staff.deactivate", staff=by,
+                     target_type="staff", target_id=staff.id, before={"active": not active},
+                     after={"active": active}, ip=ip)
+        return staff
+
+
+def reset_password(*, staff_id: int, by: Staff, ip: str | None = None) -> tuple[Staff, str]:
+    """A new one-time password for someone else (shown once); their sessions end."""
+    if staff_id == by.id:
+        raise Conflict("Use your own sign-in to change your password, not a reset.")
+    password = generate_password()
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        staff.password_hash = hash_password(password)
+        staff.session_version += 1
+        audit.record(action="staff.password_reset", staff=by, target_type="staff",
+                     target_id=staff.id, ip=ip)
+        return staff, password
+
+
+def list_api_keys(*, status: str | None = None, after_id: int | None = None,
+                  limit: int = 50) -> Page:
+    """API keys newest first, optionally only active or revoked; keyset paged."""
+    stmt = select(ApiKey).order_by(ApiKey.id.desc())
+    if status == "active":
+        stmt = stmt.where(ApiKey.revoked_at.is_(None))
+    elif status == "revoked":
+        stmt = stmt.where(ApiKey.revoked_at.is_not(None))
+    if after_id:
+        stmt = stmt.where(ApiKey.id < after_id)
+    rows = list(db.session.scalars(stmt.limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(rows, rows[-1].id if more else None)
+
+
+def get_api_key(key_id: int) -> ApiKey:
+    key = db.session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No API key {key_id}.")
+    return key
+
+
+def emails_by_id(ids) -> dict[int, str]:
+    """Staff emails for a set of ids (for "created by" columns) in one query."""
+    ids = {i for i in ids if i}
+    if not ids:
+        return {}
+    return dict(db.session.execute(select(Staff.id, Staff.email).where(Staff.id.in_(ids))).all())

@@ -393,3 +393,44 @@ EVENT_TYPES = {provider: sorted(t for p, t in HANDLERS if p == provider)
                for provider in ("stripe", "razorpay")}
 
 __all__ = ["receive_stripe", "receive_razorpay", "record", "process", "Outcome", "EVENT_TYPES"]
+
+
+# --- replay from the dashboard (added by the platform area; additive) ---------------------------
+
+def replay(event_id: int, *, staff=None, ip: str | None = None) -> Outcome:
+    """Process a stored event again (one that failed or still waits); finished ones stay as they are.
+
+    `event_id` is our row id. The payload was signature-checked when it arrived, so it is not
+    checked again; the ledger keys still make a second credit of one payment impossible.
+    """
+    from services import audit
+    from services.errors import Conflict, NotFound
+
+    ev = db.session.get(WebhookEvent, event_id)
+    if ev is None:
+        raise NotFound(f"No webhook event {event_id}.")
+    if ev.status in FINISHED:
+        raise Conflict(f"Event {ev.event_id} is already {ev.status}; there is nothing to replay.")
+    before = ev.status
+    try:
+        if ev.provider == "customers":
+            from services import customer_sync  # imports this module: import here, not at the top
+
+            try:
+                result = customer_sync._apply(ev.id, customer_sync._parse(ev.payload.encode()))
+                outcome = Outcome("customers", ev.event_id, ev.type, result.status)
+            except ServiceError as err:
+                _fail(ev.id, str(err))
+                outcome = Outcome("customers", ev.event_id, ev.type, "failed", error=str(err))
+        else:
+            outcome = process(ev.id, _json(ev.payload.encode()))
+    except ServiceError as err:  # an unreadable payload
+        _fail(ev.id, str(err))
+        outcome = Outcome(ev.provider, ev.event_id, ev.type, "failed", error=str(err))
+    with atomic():
+        audit.record(action="webhook.replay", staff=staff, target_type="webhook_event",
+                     target_id=event_id, before={"status": before},
+                     after={"status": outcome.status, "error": outcome.error}, ip=ip)
+    log.info("webhooks.replayed", extra={"provider": ev.provider, "event_id": ev.event_id,
+                                          "status": outcome.status})
+    return outcome

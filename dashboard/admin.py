@@ -1,0 +1,138 @@
+"""Flask-Admin at /admin/db: a raw, read-only table browser for admins.
+
+Nothing here may bypass the services: every view is read-only (no create, edit, delete or bulk
+actions), secrets (password and key hashes) are never shown, and every Flask-Admin endpoint is
+wrapped in @require("staff.manage") so the route-matrix test sees its permission like any page.
+"""
+from __future__ import annotations
+
+from flask import Flask, abort, redirect, request, url_for
+from flask_admin import Admin, AdminIndexView, expose
+from flask_admin.contrib.sqla import ModelView
+from flask_admin.theme import Bootstrap4Theme
+from flask_login import current_user
+
+from dashboard.auth import can, require
+from dashboard.extensions import db
+from models import (
+    Account,
+    AdjustmentRequest,
+    Allocation,
+    ApiKey,
+    AuditLog,
+    CreditGrant,
+    CreditPackage,
+    Customer,
+    FeaturePrice,
+    JobRun,
+    JobRunError,
+    LedgerEntry,
+    Payment,
+    Plan,
+    Refund,
+    Setting,
+    SettingChange,
+    Staff,
+    Task,
+    TaskLog,
+    WebhookEvent,
+)
+
+PERMISSION = "staff.manage"
+URL = "/admin/db"
+
+
+class _Guard:
+    """Admins only; anyone else is sent to sign in (anonymous) or refused (other roles)."""
+
+    def is_accessible(self) -> bool:
+        return can(current_user, PERMISSION)
+
+    def inaccessible_callback(self, name, **kwargs):
+        if not current_user.is_authenticated:
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        abort(403)
+
+
+class ReadOnlyView(_Guard, ModelView):
+    can_create = False
+    can_edit = False
+    can_delete = False
+    can_view_details = True
+    can_export = False
+    can_set_page_size = True
+    action_disallowed_list = ["delete"]
+    page_size = 50
+    column_display_pk = True
+    column_default_sort = ("id", True)
+
+    def get_actions_list(self):  # no bulk actions at all
+        return [], {}
+
+
+class StaffView(ReadOnlyView):
+    column_exclude_list = column_details_exclude_list = ["password_hash"]
+    column_searchable_list = ["email", "name"]
+    column_filters = ["role", "active"]
+
+
+class ApiKeyView(ReadOnlyView):
+    column_exclude_list = column_details_exclude_list = ["key_hash"]
+
+
+class LedgerEntryView(ReadOnlyView):
+    column_filters = ["type", "account_id", "created_at"]
+
+
+class AuditLogView(ReadOnlyView):
+    column_searchable_list = ["actor", "action"]
+    column_filters = ["action", "target_type", "created_at"]
+
+
+class WebhookEventView(ReadOnlyView):
+    column_exclude_list = ["payload"]
+    column_filters = ["provider", "status", "type"]
+
+
+class CustomerView(ReadOnlyView):
+    column_searchable_list = ["email", "external_id", "name"]
+
+
+class SettingView(ReadOnlyView):
+    column_default_sort = ("key", False)
+
+
+class IndexView(_Guard, AdminIndexView):
+    @expose("/")
+    def index(self):
+        return self.render("admin_db/index.html", views=self.admin._views[1:])
+
+
+VIEWS = [
+    # (model, view class, category)
+    (Customer, CustomerView, "Customers"), (Account, ReadOnlyView, "Customers"),
+    (LedgerEntry, LedgerEntryView, "Ledger"), (Allocation, ReadOnlyView, "Ledger"),
+    (CreditGrant, ReadOnlyView, "Ledger"), (AdjustmentRequest, ReadOnlyView, "Ledger"),
+    (Payment, ReadOnlyView, "Payments"), (Refund, ReadOnlyView, "Payments"),
+    (WebhookEvent, WebhookEventView, "Payments"),
+    (Task, ReadOnlyView, "Tasks"), (TaskLog, ReadOnlyView, "Tasks"),
+    (Plan, ReadOnlyView, "Catalogue"), (CreditPackage, ReadOnlyView, "Catalogue"),
+    (FeaturePrice, ReadOnlyView, "Catalogue"),
+    (JobRun, ReadOnlyView, "System"), (JobRunError, ReadOnlyView, "System"),
+    (AuditLog, AuditLogView, "System"), (Setting, SettingView, "System"),
+    (SettingChange, ReadOnlyView, "System"), (Staff, StaffView, "System"),
+    (ApiKey, ApiKeyView, "System"),
+]
+
+
+def init_app(app: Flask) -> None:
+    admin = Admin(app, name="Creditdesk database", url=URL, theme=Bootstrap4Theme(fluid=True),
+                  index_view=IndexView(url=URL, name="Tables"))
+    for model, view, category in VIEWS:
+        admin.add_view(view(model, db.session, category=category,
+                            endpoint=f"db_{model.__tablename__}"))
+    # Deny by default, like every dashboard route: wrap each Flask-Admin endpoint in @require.
+    names = {admin.endpoint} | {v.endpoint for v in admin._views}
+    for endpoint, func in list(app.view_functions.items()):
+        if endpoint.split(".", 1)[0] in names and not hasattr(func, "permission"):
+            app.view_functions[endpoint] = require(PERMISSION)(func)

@@ -1,0 +1,61 @@
+"""Small helpers for thin routes: query arguments, and answering a change to htmx or a form post.
+
+htmx gets the updated fragment (and an HX-Trigger event other parts of the page listen to);
+a plain form post (no JavaScript) gets a flash message and a 303 redirect back to the page.
+"""
+from __future__ import annotations
+
+import json
+from datetime import date
+
+from flask import flash, redirect, request
+
+from dashboard import htmx
+
+
+def int_arg(name: str) -> int | None:
+    raw = request.args.get(name, "").strip()
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+def str_arg(name: str, limit: int = 200) -> str:
+    return request.args.get(name, "").strip()[:limit]
+
+
+def date_arg(name: str) -> date | None:
+    """YYYY-MM-DD (what <input type="date"> sends), else None."""
+    try:
+        return date.fromisoformat(request.args.get(name, "").strip())
+    except ValueError:
+        return None
+
+
+def with_trigger(resp, *events: str, message: str | None = None, category: str = "success"):
+    """Fire client-side events after the swap (lists listen with hx-trigger="x from:body").
+
+    `message` becomes a "flash" event that static/app.js shows in the flash area (as text).
+    """
+    payload: dict = dict.fromkeys(events, True)
+    if message:
+        payload["flash"] = {"message": message, "category": category}
+    if payload:
+        resp.headers["HX-Trigger"] = json.dumps(payload)
+    return resp
+
+
+def changed(*, template: str, block: str, message: str, back: str, events: tuple[str, ...] = (),
+            category: str = "success", **ctx):
+    """A change succeeded: the fragment for htmx, else flash + redirect back (POST/redirect/GET)."""
+    if htmx.is_htmx():
+        return with_trigger(htmx.render(template, block, **ctx), *events, message=message,
+                            category=category)
+    flash(message, category)
+    return redirect(back, code=303)
+
+
+def refused(err, *, template: str, block: str, back: str, **ctx):
+    """A change was refused by a service: the fragment with the reason (htmx), else flash + back."""
+    if htmx.is_htmx():
+        return htmx.render(template, block, error=str(err), **ctx), err.status
+    flash(str(err), "error")
+    return redirect(back, code=303)

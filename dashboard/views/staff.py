@@ -1,0 +1,140 @@
+"""Staff: invite with a role, change role, deactivate/reactivate, reset a password."""
+from __future__ import annotations
+
+from flask import Blueprint, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+from dashboard import htmx
+from dashboard.auth import client_ip, require
+from dashboard.respond import changed, int_arg, refused, str_arg
+from models.staff import ROLES
+from services import staff as staff_service
+from services.errors import ServiceError
+
+bp = Blueprint("staff", __name__, url_prefix="/staff")
+PAGE = 50
+ROLE_CHOICES = [("support", "Support"), ("finance", "Finance"), ("admin", "Admin")]
+ROLE_HELP = {
+    "admin": "everything, including settings, staff, API keys and jobs",
+    "support": "customers, credit adjustments within the limit, refund requests, tasks",
+    "finance": "transactions, exports, analytics, refund approvals, audit log",
+}
+
+
+class CreateForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=320), Regexp(
+        r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter an email address like name@company.com.")])
+    name = StringField("Name", validators=[Optional(), Length(max=200)])
+    role = SelectField("Role", choices=ROLE_CHOICES, default="support")
+    password = PasswordField("Password", validators=[Optional(), Length(min=12, max=200)],
+                             description="Leave empty to generate a one-time password.")
+
+
+class RoleForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)
+
+
+def _filters() -> dict:
+    role = str_arg("role")
+    status = str_arg("status")
+    return {"q": str_arg("q"), "role": role if role in ROLES else "",
+            "status": status if status in ("active", "inactive") else ""}
+
+
+def _page_ctx(**extra) -> dict:
+    f = _filters()
+    page = staff_service.list_staff(q=f["q"], role=f["role"] or None, status=f["status"] or None,
+                                    after_id=int_arg("after"), limit=PAGE)
+    return dict(f=f, staff=page.rows, next_after=page.next_cursor, role_help=ROLE_HELP,
+                role_choices=ROLE_CHOICES, **extra)
+
+
+@bp.get("/")
+@require("staff.manage")
+def index():
+    ctx = _page_ctx()
+    block = "rows" if int_arg("after") else "results"
+    return htmx.render("staff/index.html", block, form=CreateForm(), **ctx)
+
+
+@bp.post("/")
+@require("staff.manage")
+def create():
+    form = CreateForm()
+    if not form.validate_on_submit():
+        return htmx.render("staff/index.html", "create_panel", form=form, **_page_ctx()), 422
+    password = form.password.data or staff_service.generate_password()
+    try:
+        member = staff_service.create(email=form.email.data, role=form.role.data,
+                                      password=password, name=(form.name.data or "").strip(),
+                                      by=current_user, ip=client_ip())
+    except ServiceError as err:
+        form.form_errors.append(str(err))
+        return htmx.render("staff/index.html", "create_panel", form=form, **_page_ctx()), err.status
+    # The password is shown once, only when we generated it (never stored, never logged).
+    shown = None if form.password.data else password
+    ctx = _page_ctx(created=member, one_time_password=shown)
+    resp = htmx.render("staff/index.html", "create_panel", form=CreateForm(formdata=None), **ctx)
+    resp.headers["HX-Trigger"] = '{"staff-changed": true}'
+    return resp, 201
+
+
+def _row_change(staff_id: int, action, message: str):
+    back = url_for("staff.index")
+    try:
+        member = action()
+    except ServiceError as err:
+        return refused(err, template="staff/index.html", block="row", back=back,
+                       s=staff_service.get(staff_id), role_choices=ROLE_CHOICES)
+    return changed(template="staff/index.html", block="row", back=back,
+                   message=message.format(email=member.email, role=member.role), s=member,
+                   role_choices=ROLE_CHOICES)
+
+
+@bp.post("/<int:staff_id>/role")
+@require("staff.manage")
+def change_role(staff_id: int):
+    staff_service.get(staff_id)  # 404 before anything else for a guessed id
+    form = RoleForm()
+    if not form.validate_on_submit():
+        return htmx.render("staff/index.html", "row", s=staff_service.get(staff_id),
+                           role_choices=ROLE_CHOICES, error="Choose a role."), 422
+    return _row_change(staff_id, lambda: staff_service.change_role(
+        staff_id=staff_id, role=form.role.data, by=current_user, ip=client_ip()),
+        "{email} is now {role}.")
+
+
+@bp.post("/<int:staff_id>/deactivate")
+@require("staff.manage")
+def deactivate(staff_id: int):
+    staff_service.get(staff_id)
+    return _row_change(staff_id, lambda: staff_service.set_active(
+        staff_id=staff_id, active=False, by=current_user, ip=client_ip()),
+        "{email} is deactivated and signed out everywhere.")
+
+
+@bp.post("/<int:staff_id>/reactivate")
+@require("staff.manage")
+def reactivate(staff_id: int):
+    staff_service.get(staff_id)
+    return _row_change(staff_id, lambda: staff_service.set_active(
+        staff_id=staff_id, active=True, by=current_user, ip=client_ip()),
+        "{email} can sign in again.")
+
+
+@bp.post("/<int:staff_id>/reset-password")
+@require("staff.manage")
+def reset_password(staff_id: int):
+    staff_service.get(staff_id)
+    try:
+        member, password = staff_service.reset_password(staff_id=staff_id, by=current_user,
+                                                        ip=client_ip())
+    except ServiceError as err:
+        return refused(err, template="staff/index.html", block="row", back=url_for("staff.index"),
+                       s=staff_service.get(staff_id), role_choices=ROLE_CHOICES)
+    # Shown once on this response (no-store), never stored in the clear.
+    ctx = _page_ctx(created=member, one_time_password=password, reset=True)
+    return htmx.render("staff/index.html", "create_panel", form=CreateForm(formdata=None), **ctx)

@@ -189,3 +189,35 @@ def prune(*, job: str, older_than: datetime) -> int:
                                       JobRun.processed_count == 0, JobRun.error_count == 0,
                                       JobRun.started_at < older_than)
         return s.execute(JobRun.__table__.delete().where(JobRun.id.in_(ids))).rowcount
+
+
+def run(*, job: str, period: str, trigger: str, execute) -> tuple[JobRun, bool]:
+    """Claim (job, period) and, when this caller owns it, execute(run_id, resumed) -> JobRun.
+
+    Returns (run, ran): ran is False when the period had been claimed already (a no-op).
+    """
+    c = claim(job=job, period=period, trigger=trigger)
+    if not c.acquired:
+        log.info("%s.skipped job_run_id=%s period=%s status=%s", job, c.run.id, period, c.run.status,
+                 extra={"job_run_id": c.run.id, "period": period})
+        return c.run, False
+    return execute(c.run_id, c.resumed), True
+
+
+def guarded(job: str, run_id: int, body) -> JobRun:
+    """Run body() -> dict(counts/details) for a claimed run; log start and finish; fail on error."""
+    r = get(run_id)
+    log.info("%s.starting job_run_id=%s period=%s", job, run_id, r.period,
+             extra={"job_run_id": run_id, "period": r.period})
+    try:
+        out = body() or {}
+    except Exception as err:
+        log.exception("%s.failed job_run_id=%s", job, run_id, extra={"job_run_id": run_id})
+        fail(run_id=run_id, error=err)
+        raise
+    done = finish(run_id=run_id, **out)
+    log.info("%s.finished job_run_id=%s usersCount=%s processedCount=%s errorCount=%s", job, run_id,
+             done.users_count, done.processed_count, done.error_count,
+             extra={"job_run_id": run_id, "usersCount": done.users_count,
+                    "processedCount": done.processed_count, "errorCount": done.error_count})
+    return done

@@ -1,0 +1,88 @@
+"""Jobs: schedules, next fire times, the leader, runs with their errors, run now, dry-run preview."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
+from flask_login import current_user
+
+from dashboard import htmx
+from dashboard.auth import require
+from jobs import JOBS, scheduler
+from jobs import start as start_job
+from services import distribution, jobruns
+from services.errors import ServiceError
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+PAGE = 25
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name, "")
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+@bp.get("/")
+@require("jobs.view")
+def index():
+    job = request.args.get("job") or None
+    if job not in JOBS:
+        job = None
+    before = _int_arg("before")
+    runs = jobruns.recent(job=job, limit=PAGE + 1, before_id=before)
+    more = len(runs) > PAGE
+    runs = runs[:PAGE]
+    ctx = dict(runs=runs, more=more, job=job, next_before=runs[-1].id if runs else None)
+    if before:
+        return htmx.render("jobs/index.html", "run_rows", **ctx)
+    return htmx.render("jobs/index.html", None, status=scheduler.status(current_app), **ctx)
+
+
+@bp.get("/runs/<int:run_id>")
+@require("jobs.view")
+def run(run_id: int):
+    r = jobruns.get(run_id)
+    if r is None:
+        abort(404)
+    after = _int_arg("after")
+    errors = jobruns.errors(run_id=run_id, limit=PAGE + 1, after_id=after)
+    more = len(errors) > PAGE
+    errors = errors[:PAGE]
+    ctx = dict(run=r, spec=JOBS.get(r.job), errors=errors, more=more,
+               next_after=errors[-1].id if errors else None)
+    if after:
+        return htmx.render("jobs/run.html", "error_rows", **ctx)
+    return htmx.render("jobs/run.html", "summary" if request.args.get("fragment") == "summary"
+                       else None, **ctx)
+
+
+@bp.get("/distribute_credits/preview")
+@require("jobs.view")
+def preview():
+    try:
+        result = distribution.preview(period=request.args.get("period") or None, limit=200)
+    except ServiceError as err:
+        flash(str(err), "error")
+        return redirect(url_for("jobs.index"))
+    return htmx.render("jobs/preview.html", None, result=result)
+
+
+@bp.post("/<name>/run")
+@require("jobs.run")
+def run_now(name: str):
+    if name not in JOBS:
+        abort(404)
+    try:
+        claim = start_job(current_app._get_current_object(), name,
+                          period=request.form.get("period") or None, trigger="manual",
+                          staff=current_user, ip=request.remote_addr)
+    except ServiceError as err:
+        flash(str(err), "error")
+        return redirect(url_for("jobs.index"))
+    if claim.acquired:
+        flash(f"{JOBS[name].title} started for {claim.run.period} (run {claim.run.id}).", "success")
+    elif claim.run.status == "running":
+        flash(f"{JOBS[name].title} for {claim.run.period} is running already (run {claim.run.id}).",
+              "info")
+    else:
+        flash(f"{JOBS[name].title} for {claim.run.period} has run already (run {claim.run.id}); "
+              "a period runs once.", "info")
+    return redirect(url_for("jobs.run", run_id=claim.run.id))

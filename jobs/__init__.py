@@ -1,0 +1,105 @@
+"""Scheduled credit jobs: one module per job, each calling services; scheduler.py runs them.
+
+A job module exposes `run(*, period=None, trigger="schedule") -> JobRun` (claim + execute) and
+`execute(run_id, resumed=False) -> JobRun` (carry out a run already claimed).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Flask
+
+from models import utcnow
+from services import audit, jobruns
+from services.db import atomic
+
+log = logging.getLogger("creditdesk.jobs")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    title: str
+    description: str
+    cron: str  # default schedule, crontab (5 fields) or with seconds first (6 fields)
+    misfire_minutes: int  # default grace after a missed fire time
+    period_format: str  # strftime of the period key a scheduled run claims
+
+    def period(self, at: datetime) -> str:
+        return at.strftime(self.period_format)
+
+    def manual_period(self, at: datetime) -> str:
+        """The period of a run started by hand. Distribution: the month (exactly once per month);
+        the others: a key of their own, since their effects are exactly once per grant/task anyway."""
+        if self.name == "distribute_credits":
+            return self.period(at)
+        return at.strftime("%Y-%m-%dT%H:%M:%S") + "m"
+
+    @property
+    def module(self):
+        return importlib.import_module(f"jobs.{self.name}")
+
+
+JOBS: dict[str, JobSpec] = {j.name: j for j in [
+    JobSpec("distribute_credits", "Monthly credit distribution",
+            "Expire due credits, then grant free, yearly and lifetime customers their monthly "
+            "credits (monthly subscribers get theirs from the paid invoice).",
+            "5 0 1 * *", 2880, "%Y-%m"),
+    JobSpec("expire_credits", "Credit expiry",
+            "One expiry entry per grant past expires_at (plus grace) with credits left.",
+            "0 * * * *", 30, "%Y-%m-%dT%H"),
+    JobSpec("recover_timeouts", "Task timeout recovery",
+            "Tasks past their deadline in pending or processing: timed_out and fully refunded.",
+            "* * * * *", 2, "%Y-%m-%dT%H:%M"),
+    JobSpec("reconcile_ledger", "Ledger reconciliation",
+            "Check the ledger invariants and record the result for the overview.",
+            "30 2 * * *", 360, "%Y-%m-%d"),
+]}
+
+
+def spec(name: str) -> JobSpec:
+    name = name.replace("-", "_")
+    if name not in JOBS:
+        raise KeyError(f"Unknown job {name!r}; one of {', '.join(JOBS)}")
+    return JOBS[name]
+
+
+def run(name: str, *, period: str | None = None, trigger: str = "schedule"):
+    """Run a job now in this thread (claim + execute); a claimed period is a no-op."""
+    js = spec(name)
+    return js.module.run(period=period or js.manual_period(utcnow()), trigger=trigger)
+
+
+def start(app: Flask, name: str, *, period: str | None = None, trigger: str = "manual",
+          staff=None, ip: str | None = None) -> jobruns.Claim:
+    """Claim now, execute in a background thread: "run now" answers at once with the run id."""
+    js = spec(name)
+    if js.name == "distribute_credits":
+        from services import distribution
+        period = distribution.check_period(period)
+    claim = jobruns.claim(job=js.name, period=period or js.manual_period(utcnow()), trigger=trigger)
+    if staff is not None:
+        with atomic():
+            audit.record(action="jobs.run", staff=staff, target_type="job_run",
+                         target_id=claim.run.id, ip=ip,
+                         after={"job": js.name, "period": claim.run.period,
+                                "started": claim.acquired, "status": claim.run.status})
+    if claim.acquired:
+        threading.Thread(target=_execute, args=(app, js, claim.run_id, claim.resumed),
+                         name=f"job-{js.name}-{claim.run_id}", daemon=True).start()
+    return claim
+
+
+def _execute(app: Flask, js: JobSpec, run_id: int, resumed: bool) -> None:
+    with app.app_context():
+        try:
+            js.module.execute(run_id, resumed)
+        except Exception:
+            log.exception("job.background_failed", extra={"job": js.name, "job_run_id": run_id})
+        finally:
+            from models import db
+            db.session.remove()

@@ -1,0 +1,20 @@
+"""recover_timeouts: every minute; overdue tasks -> timed_out + full refund (services/tasks.py)."""
+from __future__ import annotations
+
+from models import JobRun
+from services import jobruns, tasks
+from services.ledger import Actor
+
+JOB = "recover_timeouts"
+
+
+def run(*, period: str, trigger: str = "schedule") -> JobRun:
+    return jobruns.run(job=JOB, period=period, trigger=trigger, execute=execute)[0]
+
+
+def execute(run_id: int, resumed: bool = False) -> JobRun:
+    def body():
+        n = tasks.recover_overdue(actor=Actor("job", JOB))
+        return dict(users_count=n, processed_count=n, details={"timed_out": n})
+
+    return jobruns.guarded(JOB, run_id, body)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import func, or_, select
 
-from models import Account, Customer, Plan, db, utcnow
+from models import Account, AuditLog, Customer, Payment, Plan, Refund, Task, db, utcnow
 from services.db import atomic
 from services.errors import CustomerNotFound, ValidationFailed
 
@@ -69,11 +69,12 @@ def search(*, q: str = "", limit: int = 25, after_id: int | None = None) -> list
     stmt = select(Customer).where(Customer.deleted_at.is_(None))
     q = (q or "").strip()
     if q:
-        like = f"%{q.lower()}%"
-        stmt = stmt.where(or_(func.lower(Customer.email).like(like),
-                              func.lower(Customer.name).like(like),
+        # A % or _ typed by staff is a character to find, not a wildcard.
+        like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        stmt = stmt.where(or_(func.lower(Customer.email).like(like, escape="\\"),
+                              func.lower(Customer.name).like(like, escape="\\"),
                               Customer.external_id == q,
-                              func.lower(Customer.external_id).like(like)))
+                              func.lower(Customer.external_id).like(like, escape="\\")))
     if after_id is not None:
         stmt = stmt.where(Customer.id > after_id)
     return list(db.session.scalars(stmt.order_by(Customer.id).limit(limit)))
@@ -85,3 +86,45 @@ def count() -> int:
 
 def account_of(customer_id: int) -> Account:
     return db.session.scalar(select(Account).where(Account.customer_id == customer_id))
+
+
+# --- the staff dashboard's customer page -------------------------------------------------------
+
+def recent_tasks(customer_id: int, limit: int = 10) -> list[Task]:
+    return list(db.session.scalars(select(Task).where(Task.customer_id == customer_id)
+                                   .order_by(Task.created_at.desc(), Task.id.desc()).limit(limit)))
+
+
+def recent_payments(customer_id: int, limit: int = 10) -> list[Payment]:
+    return list(db.session.scalars(select(Payment).where(Payment.customer_id == customer_id)
+                                   .order_by(Payment.created_at.desc(), Payment.id.desc())
+                                   .limit(limit)))
+
+
+def recent_refunds(customer_id: int, limit: int = 10) -> list[Refund]:
+    return list(db.session.scalars(select(Refund).where(Refund.customer_id == customer_id)
+                                   .order_by(Refund.created_at.desc(), Refund.id.desc())
+                                   .limit(limit)))
+
+
+def activity(customer_id: int, limit: int = 10) -> list[AuditLog]:
+    """Staff actions on this customer (adjustments, requests, refunds), newest first."""
+    return list(db.session.scalars(
+        select(AuditLog).where(AuditLog.target_type == "customer",
+                               AuditLog.target_id == str(customer_id))
+        .order_by(AuditLog.id.desc()).limit(limit)))
+
+
+def resolve(ref: str) -> Customer | None:
+    """A customer by id (#12 or 12), exact external id or exact email; None when unknown."""
+    ref = (ref or "").strip()
+    if not ref:
+        return None
+    digits = ref.lstrip("#")
+    if digits.isdigit() and len(digits) < 19:
+        c = db.session.get(Customer, int(digits))
+        if c is not None:
+            return c
+    return db.session.scalar(
+        select(Customer).where(or_(Customer.external_id == ref, func.lower(Customer.email) == ref.lower()))
+        .order_by(Customer.id).limit(1))

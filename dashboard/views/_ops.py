@@ -1,0 +1,39 @@
+"""Small helpers shared by the operations pages (no blueprint here)."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import request, url_for
+
+from dashboard import htmx
+
+
+def int_arg(name: str, source=None) -> int | None:
+    """A positive integer query/form argument, or None (bad input is ignored, not an error)."""
+    raw = (source if source is not None else request.args).get(name, "")
+    raw = raw.strip() if isinstance(raw, str) else ""
+    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def form_status(code: int) -> int:
+    """htmx swaps only 2xx answers: a form re-rendered with its errors is 200 for htmx and
+    `code` (422, 402, 409...) for a plain browser post."""
+    return 200 if htmx.is_htmx() else code
+
+
+def back_to(default_endpoint: str, **values) -> str:
+    """A same-site relative `next` from the form, else the default page (never an open redirect)."""
+    target = request.form.get("next", "") or ""
+    parts = urlsplit(target)
+    if target.startswith("/") and not target.startswith("//") and not parts.netloc \
+            and not parts.scheme and "\\" not in target:
+        return target
+    return url_for(default_endpoint, **values)
+
+
+def hx_target() -> str:
+    return request.headers.get("HX-Target", "") if htmx.is_htmx() else ""

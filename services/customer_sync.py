@@ -157,7 +157,7 @@ def _apply(row_id: int, event: CustomerEvent) -> SyncResult:
 def _change(s, event: CustomerEvent, actor: Actor) -> tuple[str, str | None, Customer | None]:
     d = event.data
     c = s.scalar(select(Customer).where(Customer.external_id == d.external_id)
-                 .with_for_update().execution_options(populate_existing=True))
+                 .with_for_update(of=Customer).execution_options(populate_existing=True))
     if event.type not in EVENT_TYPES:
         return "ignored", f"event type {event.type} is not used", None
     if event.type == "customer.deleted":

@@ -2,7 +2,9 @@
 
 - `start_from_checkout`: a subscription Checkout completed -> the customer is on the plan.
 - `apply_invoice`: `invoice.paid` -> the period's monthly credits, keyed by invoice id
-  (`invoice:stripe:<invoice id>`), expiring after the plan's `credit_expiry_days`.
+  (`invoice:stripe:<invoice id>`), expiring after the plan's `credit_expiry_days`. A yearly
+  plan's later months come from the distribution job; its month of payment is granted here under
+  the job's key `distribution:<YYYY-MM>:<customer id>`, so that month is credited once.
 - `apply_status`: `customer.subscription.updated/deleted` -> active / past_due / cancelled.
 
 Webhooks arrive in any order. Each state change carries the provider's event time; the customer
@@ -47,7 +49,7 @@ def from_unix(ts: int | float | None) -> datetime | None:
 
 
 def _lock_customer(s: Session, customer_id: int) -> Customer | None:
-    return s.scalar(select(Customer).where(Customer.id == customer_id).with_for_update()
+    return s.scalar(select(Customer).where(Customer.id == customer_id).with_for_update(of=Customer)
                     .execution_options(populate_existing=True))
 
 
@@ -131,7 +133,8 @@ def apply_invoice(*, invoice_id: str, subscription_id: str | None, metadata: dic
                                    amount_paid=amount_paid, currency=currency)
         payment = refunds.lock_payment(s, payment.id)
         c = _lock_customer(s, c.id)  # lock order: payment, customer, account
-        done = ledger.find_by_key(s, key)
+        done = s.scalar(select(LedgerEntry).where(LedgerEntry.payment_id == payment.id,
+                                                  LedgerEntry.type == "grant"))
         now = utcnow()
         if provider_payment_id and payment.provider_payment_id is None:
             payment.provider_payment_id = provider_payment_id
@@ -145,11 +148,18 @@ def apply_invoice(*, invoice_id: str, subscription_id: str | None, metadata: dic
             account = ledger.lock_account(s, customer_id=c.id)
             expires_at = now + timedelta(days=plan.credit_expiry_days) \
                 if plan.credit_expiry_days else None
+            period = now.strftime("%Y-%m")
+            if plan.interval == "year":
+                # Yearly plans get their monthly credits from the distribution job; the month of
+                # payment is granted here under the job's own key, so that month is paid once.
+                month_key = f"distribution:{period}:{c.id}"
+                if ledger.find_by_key(s, month_key) is None:
+                    key = month_key
             entry = ledger.post_grant(
                 s, account, credits=plan.monthly_credits, source="subscription", actor=actor,
                 key=key, expires_at=expires_at, reason=f"{plan.name} subscription credits",
                 cost_minor=amount_paid, currency=currency.upper(), payment_id=payment.id,
-                plan_id=plan.id, period=(period_start or now).strftime("%Y-%m"),
+                plan_id=plan.id, period=period,
                 reference=f"invoice:{invoice_id}")
             refunds.claw_back_refunded(s, payment, actor=actor)
         if subscription_id:
@@ -171,12 +181,11 @@ def _invoice_payment(s: Session, *, invoice_id: str, customer: Customer, plan: P
     if found is not None:
         return found
     pid = str(metadata.get("creditdesk_payment_id") or "")
-    if billing_reason == "subscription_create" and pid.isdigit():
-        first = s.get(Payment, int(pid))
-        if first is not None and first.kind == "subscription" and \
-                (first.meta or {}).get("invoice_id") in (None, invoice_id) and \
-                s.scalar(select(LedgerEntry.id).where(LedgerEntry.payment_id == first.id,
-                                                      LedgerEntry.type == "grant")) is None:
+    first = s.get(Payment, int(pid)) if pid.isdigit() else None
+    if first is not None and first.provider == "stripe" and first.kind == "subscription":
+        paid_invoice = (first.meta or {}).get("invoice_id")
+        if paid_invoice == invoice_id or (paid_invoice is None and
+                                          billing_reason == "subscription_create"):
             return first
     payment = Payment(customer_id=customer.id, provider="stripe", kind="subscription",
                       provider_order_id=invoice_id, plan_id=plan.id, amount_minor=amount_paid,

@@ -93,7 +93,8 @@ def _install_error_handlers(app: Flask) -> None:
     spec = app.error_handler_spec.setdefault(None, {})
 
     def previous(code_or_cls):
-        return spec.get(None, {}).get(code_or_cls)
+        # Flask files a handler under its exception's HTTP code (CSRFError: 400; HTTPException: None).
+        return spec.get(getattr(code_or_cls, "code", None), {}).get(code_or_cls)
 
     def chain(cls, api_handler):
         prev = previous(cls)

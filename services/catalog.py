@@ -175,7 +175,7 @@ def clean(kind: str, data: dict, *, existing=None) -> dict:
         out["interval"] = (data.get("interval") or "").strip()
         if out["interval"] not in PLAN_INTERVALS:
             errors["interval"] = "choose free, month, year or lifetime"
-        out["price_minor"] = _int(data, "price_minor", errors)
+        out["price_minor"] = _int(data, "price_minor", errors, optional=True) or 0
         out["monthly_credits"] = _int(data, "monthly_credits", errors)
         out["credit_expiry_days"] = _int(data, "credit_expiry_days", errors, minimum=1,
                                          optional=True)
@@ -325,6 +325,11 @@ def delete(kind: str, item_id: int, *, staff, ip: str | None = None) -> tuple[st
         return "deleted", {}
 
 
+def _n(n: int, word: str) -> str:
+    """1 customer, 2 customers, 1,000 purchases."""
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def _jsonable(v):
     if isinstance(v, dict):
         return {k: _jsonable(x) for k, x in v.items()}
@@ -392,7 +397,7 @@ def impact(kind: str, item_id: int, data: dict) -> Impact:
             .group_by(Customer.subscription_status)).all())
         n = int(sum(counts.values()))
         paying = int(counts.get("active", 0)) + int(counts.get("past_due", 0))
-        out = Impact(kind, customers=n, basis=f"{n:,} customers on {obj.name}",
+        out = Impact(kind, customers=n, basis=f"{_n(n, 'customer')} on {obj.name}",
                      credits_old=n * obj.monthly_credits, credits_new=n * new["monthly_credits"],
                      currency=obj.currency, changes=diff)
         if obj.interval in ("month", "year"):
@@ -408,7 +413,7 @@ def impact(kind: str, item_id: int, data: dict) -> Impact:
                               .where(Payment.package_id == obj.id, Payment.paid_at >= since)).one()
         n, buyers = int(n or 0), int(buyers or 0)
         out = Impact(kind, customers=buyers,
-                     basis=f"{n:,} purchases by {buyers:,} customers in the last {USAGE_DAYS} days",
+                     basis=f"{_n(n, 'purchase')} by {_n(buyers, 'customer')} in the last {USAGE_DAYS} days",
                      credits_old=n * obj.credits, credits_new=n * new["credits"],
                      money_old=n * obj.price_minor, money_new=n * new["price_minor"],
                      currency=obj.currency, money_label="Revenue per month at that volume",
@@ -423,7 +428,7 @@ def impact(kind: str, item_id: int, data: dict) -> Impact:
                LedgerEntry.created_at >= since)).one()
     units, buyers = int(units or 0), int(buyers or 0)
     out = Impact(kind, customers=buyers,
-                 basis=f"{units:,} {obj.unit or 'unit'}s by {buyers:,} customers in the last "
+                 basis=f"{_n(units, obj.unit or 'unit')} by {_n(buyers, 'customer')} in the last "
                        f"{USAGE_DAYS} days",
                  credits_old=units * obj.credits_per_unit, credits_new=units * new["credits_per_unit"],
                  currency=obj.currency, changes=diff)
@@ -431,3 +436,23 @@ def impact(kind: str, item_id: int, data: dict) -> Impact:
         out.notes.append(f"{int(unpriced):,} debits named their credits explicitly and would not "
                          "change.")
     return out
+
+
+@dataclass
+class Review:
+    """A submitted edit, validated: what would change, and its impact when it touches what
+    customers pay or receive (None otherwise)."""
+
+    values: dict
+    changes: dict
+    impact: Impact | None
+
+
+def review(kind: str, item_id: int, data: dict) -> Review:
+    """Validate an edit without saving it; ValidationFailed names each bad field."""
+    obj = get(kind, item_id)
+    values = clean(kind, data, existing=obj)
+    diff = changes(kind, obj, values)
+    touched = any(f in IMPACT_FIELDS[kind] for f in diff)
+    return Review(values=values, changes=diff,
+                  impact=impact(kind, item_id, values) if touched else None)

@@ -11,9 +11,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 
 from models import LedgerEntry, Task, TaskLog, db, utcnow
-from services import ledger, pricing
+from services import audit, ledger, pricing
 from services.db import atomic, is_sqlite
-from services.errors import TaskAlreadyFinished, TaskNotFound, ValidationFailed
+from services.errors import Conflict, TaskAlreadyFinished, TaskNotFound, ValidationFailed
 from services.ledger import SYSTEM, Actor
 
 OPEN = ("pending", "processing")
@@ -93,13 +93,22 @@ def _finish(task_id: int, *, status: str, refund: int | None, actor: Actor,
         if give > 0:
             charge = s.get(LedgerEntry, task.charge_entry_id)
             ledger.post_return(s, account, charge, give, type="refund", actor=actor,
-                               key=f"task:{task_id}:settle", request_hash=ledger.fingerprint(
+                               key=_settle_key(task_id, charge), request_hash=ledger.fingerprint(
                                    "task-settle", task=task_id, credits=give),
                                reason=message, task_id=task_id)
         log(s, task_id, message, level="info" if status == "succeeded" else "warning",
             data={"refunded": give, "actual": actual, "error": error})
     db.session.expire_all()
     return get(task_id)
+
+
+def _settle_key(task_id: int, charge: LedgerEntry) -> str:
+    """One settlement per charge: the first keeps `task:<id>:settle`; a retry's charge (keyed
+    `task:<id>:retry:<n>`) gets a key of its own."""
+    key = f"task:{task_id}:settle"
+    if charge.idempotency_key and charge.idempotency_key.startswith(f"task:{task_id}:retry:"):
+        key += f":{charge.id}"
+    return key
 
 
 def complete(*, task_id: int, actual_credits: int, output: dict | None = None,
@@ -163,3 +172,68 @@ def recover_overdue(*, now: datetime | None = None,
                 done += 1
             except TaskAlreadyFinished:
                 pass
+
+
+# --- staff actions from the dashboard (audited) -------------------------------------------------
+
+RETRYABLE = ("failed", "timed_out", "cancelled")
+
+
+def retry(*, task_id: int, actor: Actor = SYSTEM, staff=None, ip: str | None = None) -> Task:
+    """Run a failed, timed-out or cancelled task again: its estimate is charged again through the
+    ledger, it goes back to pending with a fresh deadline and attempts + 1."""
+    with atomic() as s:
+        task = s.scalar(select(Task).where(Task.id == task_id).with_for_update()
+                        .execution_options(populate_existing=True))
+        if task is None:
+            raise TaskNotFound(f"Task {task_id} not found.")
+        if task.status not in RETRYABLE:
+            raise Conflict(f"Task {task_id} is {task.status}: only failed, timed-out or cancelled "
+                           "tasks can be retried.")
+        account = ledger.lock_account(s, customer_id=task.customer_id)
+        before = {"status": task.status, "attempts": task.attempts,
+                  "charged_credits": task.charged_credits, "refunded_credits": task.refunded_credits}
+        attempt, estimate, now = task.attempts + 1, task.estimated_credits, utcnow()
+        timeout = int((task.deadline_at - task.created_at).total_seconds())
+        timeout = timeout if 1 <= timeout <= MAX_TIMEOUT else DEFAULT_TIMEOUT
+        entry = ledger.post_debit(
+            s, account, credits=estimate, feature=task.type, key=f"task:{task_id}:retry:{attempt}",
+            request_hash=ledger.fingerprint("task-retry", task=task_id, attempt=attempt,
+                                            credits=estimate),
+            actor=actor, task_id=task_id, reason="task retried, estimate charged again",
+            reference=f"task:{task_id}")
+        done = s.execute(
+            update(Task).where(Task.id == task_id, Task.status.in_(RETRYABLE))
+            .values(status="pending", attempts=attempt, charge_entry_id=entry.id,
+                    charged_credits=estimate, refunded_credits=0, actual_credits=None, output=None,
+                    error=None, finished_at=None, started_at=None, next_attempt_at=None,
+                    deadline_at=now + timedelta(seconds=timeout), updated_at=now)
+            .execution_options(synchronize_session=False)).rowcount
+        if done != 1:  # pragma: no cover - the row lock above makes this unreachable
+            raise Conflict(f"Task {task_id} changed while retrying; try again.")
+        log(s, task_id, "task retried, estimate charged again",
+            data={"credits": estimate, "attempt": attempt, "by": actor.type})
+        if staff is not None:
+            audit.record(action="tasks.retry", staff=staff, target_type="task", target_id=task_id,
+                         before=before, after={"status": "pending", "attempts": attempt,
+                                               "charged_credits": estimate, "entry_id": entry.id},
+                         ip=ip)
+    db.session.expire_all()
+    return get(task_id)
+
+
+def cancel_by_staff(*, task_id: int, reason: str, staff, ip: str | None = None) -> Task:
+    """Staff cancelled an open task: full refund through the ledger, audited in one transaction."""
+    reason = (reason or "").strip()
+    if len(reason) < 3:
+        raise ValidationFailed("Say why the task is cancelled (at least 3 characters).",
+                               details={"reason": "required"})
+    with atomic():
+        before = get(task_id)
+        status, charged = before.status, before.charged_credits
+        task = cancel(task_id=task_id, reason=reason[:500], actor=Actor.of_staff(staff))
+        audit.record(action="tasks.cancel", staff=staff, target_type="task", target_id=task_id,
+                     before={"status": status, "charged_credits": charged},
+                     after={"status": task.status, "refunded_credits": task.refunded_credits},
+                     reason=reason[:500], ip=ip)
+    return task

@@ -20,9 +20,10 @@ def client_ip() -> str | None:
 
 
 def form_status(code: int) -> int:
-    """htmx swaps only 2xx answers: a form re-rendered with its errors is 200 for htmx and
-    `code` (422, 402, 409...) for a plain browser post."""
-    return 200 if htmx.is_htmx() else code
+    """The status of a form re-rendered with its errors. base.html tells htmx to swap 400, 402,
+    409, 422 and 429 answers, so the real status goes to htmx and plain posts alike; anything
+    else (403, 404) is shown by app.js as an error message."""
+    return code
 
 
 def back_to(default_endpoint: str, **values) -> str:

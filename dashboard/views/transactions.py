@@ -1,0 +1,38 @@
+"""Transactions: the global ledger with filters kept in the URL, keyset-paged."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, current_app, request
+
+from dashboard import htmx
+from dashboard.auth import require
+from dashboard.views._ops import hx_target, int_arg
+from models.ledger import ENTRY_TYPES
+from services import transactions
+
+bp = Blueprint("transactions", __name__, url_prefix="/transactions")
+PAGE = 50
+EXPORT_PATH = "/transactions/export.csv"  # built by the finance area, same query string
+
+
+def _export_available() -> bool:
+    return any(rule.rule == EXPORT_PATH for rule in current_app.url_map.iter_rules())
+
+
+@bp.get("/")
+@require("transactions.view")
+def index():
+    filters = transactions.Filters.parse(request.args)
+    before = int_arg("before")
+    page = transactions.page(filters, before_id=before, limit=PAGE)
+    query = urlencode(filters.args())
+    ctx = dict(p=page, f=filters, before=before, entry_types=ENTRY_TYPES,
+               features=transactions.feature_names(), query=query,
+               export_url=f"{EXPORT_PATH}?{query}" if query else EXPORT_PATH,
+               export_available=_export_available())
+    if htmx.is_htmx() and before:
+        return htmx.render("transactions/index.html", "rows", **ctx)
+    if hx_target() == "results":
+        return htmx.render("transactions/index.html", "results", **ctx)
+    return htmx.render("transactions/index.html", None, **ctx)

@@ -94,7 +94,8 @@ def _install_error_handlers(app: Flask) -> None:
 
     def previous(code_or_cls):
         # Flask files a handler under its exception's HTTP code (CSRFError: 400; HTTPException: None).
-        return spec.get(getattr(code_or_cls, "code", None), {}).get(code_or_cls)
+        code = code_or_cls.code if issubclass(code_or_cls, HTTPException) else None
+        return spec.get(code, {}).get(code_or_cls)
 
     def chain(cls, api_handler):
         prev = previous(cls)

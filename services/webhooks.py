@@ -150,7 +150,10 @@ def process(row_id: int, event: dict) -> Outcome:
             if attempt == 2:  # two first deliveries raced on a UNIQUE row three times: give up
                 _fail(row_id, "conflicting concurrent deliveries")
                 raise
-        except ServiceError as err:
+        except (ServiceError, KeyError, TypeError, ValueError) as err:
+            # A business failure or a signed yet malformed event: a retry cannot help.
+            if not isinstance(err, ServiceError):
+                err = ValidationFailed(f"malformed {type_} event: {type(err).__name__} {err}")
             _fail(row_id, str(err))
             log.warning("webhooks.failed", extra={"provider": provider, "event_id": event_id,
                                                   "type": type_, "error": str(err)})

@@ -360,3 +360,12 @@ def test_razorpay_event_id_dedup_and_order_paid(pay_app, pay_api, make, razorpay
     assert balance("rz-2") == 50 and len(grants_of(order["payment_id"])) == 1
     stored = db.session.scalar(select(WebhookEvent).where(WebhookEvent.event_id == "evt_rz_1"))
     assert json.loads(stored.payload)["event"] == "order.paid"
+
+
+def test_a_signed_but_malformed_event_is_stored_failed_and_answered_200(pay_app, stripe_server):
+    event = signing.stripe_event("invoice.paid", {"object": "invoice", "amount_paid": 100})
+    status, body = send_stripe(pay_app.test_client(), event, stripe_server.webhook_secret)
+    assert status == 200 and body["data"]["status"] == "failed"
+    [(kind, state, error)] = event_rows()
+    assert (kind, state) == ("invoice.paid", "failed") and error.startswith("malformed invoice.paid")
+    assert counts()["LedgerEntry"] == 0

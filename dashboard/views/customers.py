@@ -165,6 +165,8 @@ def _decided(request_id: int, decide):
     try:
         req = decide(request_id=request_id, staff=current_user, ip=client_ip())
     except ServiceError as err:
+        if err.status in (403, 404):
+            raise  # the error page (app.js reports it for htmx)
         if not htmx.is_htmx():
             flash(str(err), "error")
             return redirect(back_to("overview.index"))

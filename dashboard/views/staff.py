@@ -12,7 +12,7 @@ from dashboard.auth import client_ip, require
 from dashboard.respond import changed, int_arg, refused, str_arg
 from models.staff import ROLES
 from services import staff as staff_service
-from services.errors import ServiceError
+from services.errors import ServiceError, ValidationFailed
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 PAGE = 50
@@ -100,8 +100,9 @@ def change_role(staff_id: int):
     staff_service.get(staff_id)  # 404 before anything else for a guessed id
     form = RoleForm()
     if not form.validate_on_submit():
-        return htmx.render("staff/index.html", "row", s=staff_service.get(staff_id),
-                           role_choices=ROLE_CHOICES, error="Choose a role."), 422
+        return refused(ValidationFailed("Choose one of the roles."), template="staff/index.html",
+                       block="row", back=url_for("staff.index"), s=staff_service.get(staff_id),
+                       role_choices=ROLE_CHOICES)
     return _row_change(staff_id, lambda: staff_service.change_role(
         staff_id=staff_id, role=form.role.data, by=current_user, ip=client_ip()),
         "{email} is now {role}.")

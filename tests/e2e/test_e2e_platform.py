@@ -20,3 +20,11 @@ def test_wrong_password_stays_on_the_login_page(page):
     sign_in(page, "support@creditdesk.test", "not-the-password")
     expect(page.get_by_role("alert")).to_contain_text("incorrect")
     assert "/login" in page.url
+
+
+def test_screenshots_of_platform_pages(login_as, page):
+    from tests.e2e.screenshots import capture
+
+    saved = capture(page)
+    assert all(p.stat().st_size > 10_000 for p in saved)
+    assert page.js_errors == []

@@ -1,0 +1,45 @@
+"""Screenshots of the platform pages for docs/screenshots (run: python -m tests.e2e.screenshots).
+
+Also used by the browser test `test_screenshots_of_platform_pages`, so CI keeps them current.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PAGES = [  # (file name, path)
+    ("settings", "/settings/"),
+    ("staff", "/staff/"),
+    ("api-keys", "/api-keys/"),
+    ("audit", "/audit/"),
+    ("webhooks", "/webhooks/"),
+]
+
+
+def capture(page, out: Path = OUT) -> list[Path]:
+    """Save the login page (signed out) and each platform page (signed in as admin)."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    page.goto("/login")
+    page.screenshot(path=str(out / "login.png"))
+    saved.append(out / "login.png")
+    from tests.e2e.conftest import DEMO_PASSWORDS, sign_in
+
+    sign_in(page, *DEMO_PASSWORDS["admin"])
+    page.wait_for_url(lambda url: "/login" not in url)
+    for name, path in PAGES:
+        page.goto(path)
+        page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+        saved.append(out / f"{name}.png")
+    first = page.locator("table tbody tr a").first
+    if page.url.endswith("/webhooks/") and first.count():
+        first.click()
+        page.screenshot(path=str(out / "webhook-detail.png"), full_page=True)
+        saved.append(out / "webhook-detail.png")
+    return saved
+
+
+if __name__ == "__main__":  # pragma: no cover - a convenience for humans
+    import pytest
+
+    raise SystemExit(pytest.main(["-q", "-k", "screenshots", str(Path(__file__).parent)]))

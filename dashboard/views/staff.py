@@ -29,7 +29,8 @@ class CreateForm(FlaskForm):
         r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Enter an email address like name@company.com.")])
     name = StringField("Name", validators=[Optional(), Length(max=200)])
     role = SelectField("Role", choices=ROLE_CHOICES, default="support")
-    password = PasswordField("Password", validators=[Optional(), Length(min=12, max=200)],
+    password = PasswordField("Password", validators=[
+        Optional(), Length(min=12, max=200, message="Passwords need at least 12 characters.")],
                              description="Leave empty to generate a one-time password.")
 
 

@@ -112,7 +112,8 @@ def update(*, key: str, value: str | int | bool, staff=None, reason: str | None 
             s.add(row)
         row.value, row.updated_at = new_raw, utcnow()
         row.updated_by_id = getattr(staff, "id", None)
-        change = SettingChange(key=key, old_value=old_raw if old_raw is not None else str(old),
+        default_raw = str(old).lower() if isinstance(old, bool) else str(old)
+        change = SettingChange(key=key, old_value=old_raw if old_raw is not None else default_raw,
                                new_value=new_raw, staff_id=getattr(staff, "id", None), reason=reason)
         s.add(change)
         audit.record(action="settings.update", staff=staff, target_type="setting", target_id=key,

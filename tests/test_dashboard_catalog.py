@@ -153,8 +153,8 @@ def test_package_edit_previews_revenue_and_credits(login, make):
     assert "2 purchases by 1 customer" in html and "+400" in html and "+$4.00" in html
     admin.post(f"/packages/{pack.id}", data={**form, "confirm": "y"})
     db.session.expire_all()
-    assert (db.session.get(CreditPackage, pack.id).credits, db.session.get(CreditPackage, pack.id).price_minor) \
-        == (1200, 1200)
+    saved = db.session.get(CreditPackage, pack.id)
+    assert (saved.credits, saved.price_minor) == (1200, 1200)
 
 
 def test_create_package_and_zero_decimal_currency(login, make):
@@ -220,7 +220,8 @@ def test_names_are_escaped_in_the_catalogue(login, make):
     ({"code": "a", "name": "A", "interval": "weekly", "monthly_credits": 1}, "interval"),
     ({"code": "a", "name": "A", "interval": "free", "price_minor": 100, "monthly_credits": 1}, "price_minor"),
     ({"code": "a", "name": "A", "interval": "month", "monthly_credits": -5}, "monthly_credits"),
-    ({"code": "a", "name": "A", "interval": "month", "monthly_credits": 5, "currency": "dollars"}, "currency"),
+    ({"code": "a", "name": "A", "interval": "month", "monthly_credits": 5, "currency": "dollars"},
+     "currency"),
 ])
 def test_plan_validation_names_the_field(make, data, field):
     with pytest.raises(ValidationFailed) as err:

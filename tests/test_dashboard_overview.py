@@ -47,9 +47,11 @@ def test_empty_overview_explains_itself(login):
 def test_last_job_runs_are_listed_newest_first(login, make):
     now = utcnow()
     db.session.add_all([
-        JobRun(job="expire_credits", period="2026-11-01T10", status="succeeded", started_at=now - timedelta(hours=2),
+        JobRun(job="expire_credits", period="2026-11-01T10", status="succeeded",
+               started_at=now - timedelta(hours=2),
                finished_at=now - timedelta(hours=2) + timedelta(seconds=3), processed_count=1234),
-        JobRun(job="distribute_credits", period="2026-11", status="failed", started_at=now - timedelta(hours=1),
+        JobRun(job="distribute_credits", period="2026-11", status="failed",
+               started_at=now - timedelta(hours=1),
                finished_at=now - timedelta(minutes=58), processed_count=10, error_count=2, error="boom"),
     ])
     db.session.commit()

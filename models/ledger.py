@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import BigId, Credits, Json, db, utcnow
@@ -119,3 +119,34 @@ class IdempotencyRecord(db.Model):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
     __table_args__ = (UniqueConstraint("scope", "key"),)
+
+
+# Entries and allocations are immutable in the database itself, not only by convention.
+_PG_GUARD = """
+CREATE OR REPLACE FUNCTION creditdesk_immutable() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION USING MESSAGE = TG_TABLE_NAME || ' rows are immutable'; END $$ LANGUAGE plpgsql;
+"""
+IMMUTABLE_TABLES = ("ledger_entries", "allocations")
+
+
+def immutability_ddl(dialect: str, table: str) -> list[str]:
+    """Statements that make `table` refuse UPDATE and DELETE (used by create_all and migrations)."""
+    if dialect == "postgresql":
+        return [_PG_GUARD, f"DROP TRIGGER IF EXISTS {table}_immutable ON {table}",
+                f"CREATE TRIGGER {table}_immutable BEFORE UPDATE OR DELETE ON {table} "
+                f"FOR EACH ROW EXECUTE FUNCTION creditdesk_immutable()"]
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER IF NOT EXISTS {table}_no_update BEFORE UPDATE ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} rows are immutable'); END",
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_delete BEFORE DELETE ON {table} "
+                f"BEGIN SELECT RAISE(ABORT, '{table} rows are immutable'); END"]
+    return []
+
+
+def _guard(table, connection, **_kw):
+    for stmt in immutability_ddl(connection.dialect.name, table.name):
+        connection.exec_driver_sql(stmt)
+
+
+for _t in (LedgerEntry.__table__, Allocation.__table__):
+    event.listen(_t, "after_create", _guard)

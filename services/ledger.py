@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, db, utcnow
 from services import context
 from services import settings as app_settings
-from services.db import atomic
+from services.db import atomic, in_atomic
 from services.errors import (
     Conflict,
     CustomerNotFound,
@@ -93,6 +93,13 @@ def _idempotent(key: str | None, request_hash: str, body):
             if key and (done := find_by_key(s, key)):
                 return _replay(done, request_hash)
             return body(s)
+    except InsufficientCredits as err:
+        # The refused debit rolled back the expiry it found due; keep that expiry, so the
+        # balance shown afterwards is what can really be spent.
+        if getattr(err, "stale_customer_id", None) and not in_atomic():
+            with atomic() as s:
+                expire_due(s, lock_account(s, customer_id=err.stale_customer_id), utcnow())
+        raise
     except IntegrityError:
         # Two first attempts raced on the UNIQUE key (or on another customer's account): the
         # loser's transaction is rolled back here; answer as a retry would be answered.
@@ -214,16 +221,19 @@ def _draw(s: Session, account: Account, credits: int, now: datetime, actor: Acto
           allow_negative: bool = False) -> list[tuple]:
     """Plan a draw of `credits`, expiring stale buckets first. Raises when short (unless allowed)."""
     grace, paid_never = _expiry_rules()
-    grants = []
+    grants, stale = [], False
     for g in _live_grants(s, account):
         if _is_expired(g, now, grace, paid_never):
             _expire(s, account, g, now, actor)
+            stale = True
         else:
             grants.append(g)
     if account.balance < credits and not allow_negative:
-        raise InsufficientCredits(
+        err = InsufficientCredits(
             f"Insufficient credits: balance {account.balance}, required {credits}.",
             details={"balance": account.balance, "required": credits})
+        err.stale_customer_id = account.customer_id if stale else None
+        raise err
     return plan_draw(grants, credits)
 
 
@@ -308,12 +318,7 @@ def post_return(s: Session, account: Account, debit: LedgerEntry, credits: int, 
                        details={"returnable": total})
     now = utcnow()
     grace, paid_never = _expiry_rules()
-    entry = _post(s, account, type=type, amount=credits, actor=actor, related_entry_id=debit.id,
-                  feature=debit.feature, reference=debit.reference, reason=reason,
-                  task_id=task_id or debit.task_id, idempotency_key=key,
-                  request_hash=request_hash)
-    s.flush()
-    left, fresh = credits, 0
+    plan, left, fresh = [], credits, 0
     for gid, can in available:
         if left == 0:
             break
@@ -321,19 +326,29 @@ def post_return(s: Session, account: Account, debit: LedgerEntry, credits: int, 
         left -= give
         g = s.get(CreditGrant, gid)
         if g.expired_at is not None or _is_expired(g, now, grace, paid_never):
-            fresh += give  # that bucket has expired: the credits go into a new one below
-            continue
-        g.remaining = g.remaining + give
-        s.add(Allocation(entry_id=entry.id, grant_id=gid, credits=give))
+            fresh += give  # that bucket has expired: these credits go into a new one
+        else:
+            plan.append((g, give))
+    new_bucket = None
     if fresh:
         days = int(app_settings.get("default_expiry_days"))
-        g = CreditGrant(account_id=account.id, customer_id=account.customer_id, source="refund",
-                        amount=fresh, remaining=fresh,
-                        expires_at=now + timedelta(days=days) if days else None)
-        s.add(g)
+        new_bucket = CreditGrant(account_id=account.id, customer_id=account.customer_id,
+                                 source="refund", amount=fresh, remaining=fresh,
+                                 expires_at=now + timedelta(days=days) if days else None)
+        s.add(new_bucket)
         s.flush()
-        s.add(Allocation(entry_id=entry.id, grant_id=g.id, credits=fresh))
-        entry.grant_id = g.id
+        plan.append((new_bucket, 0))
+    entry = _post(s, account, type=type, amount=credits, actor=actor, related_entry_id=debit.id,
+                  feature=debit.feature, reference=debit.reference, reason=reason,
+                  task_id=task_id or debit.task_id, idempotency_key=key,
+                  request_hash=request_hash, grant_id=new_bucket.id if new_bucket else None)
+    s.flush()
+    for g, give in plan:
+        if g is new_bucket:
+            s.add(Allocation(entry_id=entry.id, grant_id=g.id, credits=fresh))
+        else:
+            g.remaining = g.remaining + give
+            s.add(Allocation(entry_id=entry.id, grant_id=g.id, credits=give))
     s.flush()
     return entry
 

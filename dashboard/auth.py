@@ -232,7 +232,7 @@ def init_app(app: Flask) -> None:
         if started is not None and time.time() - started > limit:
             logout_user()
             _fresh_session()
-            g.session_expired = True
+            flash("Your session has ended; please sign in again.", "info")
 
     @app.context_processor
     def _perms():

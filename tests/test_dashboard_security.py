@@ -529,3 +529,39 @@ def test_production_hashing_strength_is_owasp():
     assert cfg["ARGON2_MEMORY_COST"] >= 19 * 1024 and cfg["ARGON2_TIME_COST"] >= 2
     assert cfg["SESSION_COOKIE_HTTPONLY"] and cfg["SESSION_COOKIE_SAMESITE"] == "Lax"
     assert cfg["PERMANENT_SESSION_LIFETIME"].total_seconds() <= 12 * 3600
+
+
+# --- Flask-Admin -------------------------------------------------------------------------------
+
+def test_flask_admin_is_read_only_and_hides_hashes(app, login, make):
+    from models import ApiKey, Customer, LedgerEntry
+
+    admin = login("admin")
+    c = make.customer(name="Reader", credits=25)
+    make.api_key(name="hidden hash")
+    entry = db.session.scalar(db.select(LedgerEntry))
+    counts = {m: db.session.scalar(db.select(db.func.count()).select_from(m))
+              for m in (Customer, LedgerEntry, ApiKey, Staff)}
+    base = "/admin/db/db_ledger_entries"
+    attempts = [("POST", f"{base}/delete/", {"id": entry.id}),
+                ("POST", f"{base}/edit/?id={entry.id}", {"amount": 999999}),
+                ("POST", f"{base}/new/", {"amount": 5}),
+                ("POST", f"{base}/ajax/update/", {"list_form_pk": entry.id, "amount": 1}),
+                ("POST", f"{base}/action/", {"action": "delete", "rowid": entry.id}),
+                ("POST", "/admin/db/db_customers/delete/", {"id": c.id}),
+                ("POST", f"/admin/db/db_customers/edit/?id={c.id}", {"name": "Changed"})]
+    for method, url, data in attempts:
+        resp = admin.client.open(url, method=method, data=data, headers={"X-CSRFToken": admin.token})
+        assert resp.status_code in (302, 400, 403, 404), (url, resp.status_code)
+    db.session.expire_all()
+    assert {m: db.session.scalar(db.select(db.func.count()).select_from(m)) for m in counts} == counts
+    assert db.session.get(LedgerEntry, entry.id).amount == entry.amount
+    assert db.session.get(Customer, c.id).name == "Reader"
+    for url in ("/admin/db/db_staff/", f"/admin/db/db_staff/details/?id={admin.staff.id}",
+                "/admin/db/db_api_keys/", "/admin/db/db_ledger_entries/", "/admin/db/"):
+        resp = admin.get(url)
+        body = resp.get_data(as_text=True)
+        assert resp.status_code == 200, url
+        assert "$argon2" not in body and "key_hash" not in body.lower() and "password_hash" not in body
+    page = admin.get("/admin/db/db_ledger_entries/").get_data(as_text=True)
+    assert "/admin/db/db_ledger_entries/new/" not in page and "/edit/" not in page

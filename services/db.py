@@ -20,6 +20,11 @@ _immediate: ContextVar[bool] = ContextVar("sqlite_immediate", default=False)
 _depth: ContextVar[int] = ContextVar("atomic_depth", default=0)
 
 
+def in_atomic() -> bool:
+    """True inside an atomic() block (a service called by another service)."""
+    return _depth.get() > 0
+
+
 def is_sqlite(session: Session | None = None) -> bool:
     return (session or db.session).get_bind().dialect.name == "sqlite"
 

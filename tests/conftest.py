@@ -130,6 +130,12 @@ def make(app):
 
 
 @pytest.fixture
+def factory():
+    """Factory for tests on one database (with pg_app or sqlite_app); `make` brings `app`."""
+    return Factory()
+
+
+@pytest.fixture
 def client(app):
     return app.test_client()
 

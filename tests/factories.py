@@ -24,7 +24,7 @@ class Factory:
                                 subscription_status=subscription_status)
         if credits:
             ledger.grant(customer_id=c.id, credits=credits, source="promo", reason="test credits")
-        return db.session.merge(c)
+        return c
 
     def grant(self, customer, *, credits: int = 100, expires_in_days: float | None = None,
               source: str = "promo", **kw):

@@ -63,6 +63,7 @@ class ReadOnlyView(_Guard, ModelView):
     can_set_page_size = True
     action_disallowed_list = ["delete"]
     page_size = 50
+    simple_list_pager = True  # no COUNT(*) over a ledger of millions of rows
     column_display_pk = True
     column_default_sort = ("id", True)
 

@@ -384,10 +384,17 @@ def leader_info(app: Flask) -> dict | None:
             "since": _naive(datetime.fromisoformat(since)) if since else None}
 
 
-def _is_cli_command() -> bool:
-    """True inside a flask CLI command other than `run` (db upgrade, run-job...)."""
+def _is_cli_command(app: Flask) -> bool:
+    """True inside a flask CLI command other than `run` (db upgrade, run-job...), and in the
+    watcher process of `flask run --reload` (only the reloaded child serves and schedules)."""
     ctx = click.get_current_context(silent=True)
-    return ctx is not None and ctx.info_name not in (None, "run")
+    if ctx is None or ctx.info_name is None:
+        return False
+    if ctx.info_name != "run":
+        return True
+    reload = ctx.params.get("reload")
+    reloading = reload if reload is not None else app.debug
+    return bool(reloading) and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
 
 
 def init_app(app: Flask) -> None:
@@ -395,7 +402,7 @@ def init_app(app: Flask) -> None:
 
     cli.init_app(app)
     app.extensions["jobs.schedules"] = schedules(app)
-    if app.config.get("SCHEDULER_ENABLED") and not _is_cli_command():
+    if app.config.get("SCHEDULER_ENABLED") and not _is_cli_command(app):
         start(app)
 
 

@@ -80,25 +80,31 @@ class Page:
     unknown_customer: bool = False
 
 
+def conditions(filters: Filters, customer: Customer | None = None) -> list:
+    """The WHERE clauses of the filters on LedgerEntry (shared by the page and the CSV export)."""
+    out = []
+    if filters.date_from:
+        out.append(LedgerEntry.created_at >= datetime.combine(filters.date_from, time.min))
+    if filters.date_to:
+        out.append(LedgerEntry.created_at < datetime.combine(filters.date_to + timedelta(days=1),
+                                                             time.min))
+    if customer is not None:
+        out.append(LedgerEntry.customer_id == customer.id)
+    if filters.type:
+        out.append(LedgerEntry.type == filters.type)
+    if filters.feature:
+        out.append(LedgerEntry.feature == filters.feature)
+    if filters.reference:
+        out.append(LedgerEntry.reference == filters.reference)
+    return out
+
+
 def query(filters: Filters, customer: Customer | None = None) -> Select:
     """Entries matching the filters, newest first, with their customer."""
     q = (select(LedgerEntry, Customer.external_id, Customer.email, Customer.name)
          .join(Customer, Customer.id == LedgerEntry.customer_id)
          .options(noload(LedgerEntry.allocations)))
-    if filters.date_from:
-        q = q.where(LedgerEntry.created_at >= datetime.combine(filters.date_from, time.min))
-    if filters.date_to:
-        q = q.where(LedgerEntry.created_at < datetime.combine(filters.date_to + timedelta(days=1),
-                                                              time.min))
-    if customer is not None:
-        q = q.where(LedgerEntry.customer_id == customer.id)
-    if filters.type:
-        q = q.where(LedgerEntry.type == filters.type)
-    if filters.feature:
-        q = q.where(LedgerEntry.feature == filters.feature)
-    if filters.reference:
-        q = q.where(LedgerEntry.reference == filters.reference)
-    return q.order_by(LedgerEntry.id.desc())
+    return q.where(*conditions(filters, customer)).order_by(LedgerEntry.id.desc())
 
 
 @dataclass

@@ -1,0 +1,41 @@
+"""CSV export of the transactions page, with the page's own query string, streamed."""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, request, stream_with_context, url_for
+from flask_login import current_user
+
+from dashboard import htmx
+from dashboard.auth import require
+from dashboard.views._ops import client_ip
+from services import export, transactions
+
+bp = Blueprint("exports", __name__)
+LARGE = 100_000  # rows from which the preview explains how the download shows its progress
+
+
+@bp.get("/transactions/export.csv")
+@require("transactions.export")
+def transactions_csv():
+    job = export.prepare(transactions.Filters.parse(request.args))
+    body = export.stream(job, staff_id=current_user.id, actor=current_user.email, ip=client_ip())
+    resp = Response(stream_with_context(body), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{job.filename}"'
+    resp.headers["X-Accel-Buffering"] = "no"  # a proxy in front must not buffer the stream
+    return resp
+
+
+@bp.get("/transactions/export/preview")
+@require("transactions.export")
+def preview():
+    """How many rows the filters select, and the download link (an htmx fragment or a page)."""
+    filters = transactions.Filters.parse(request.args)
+    job = export.prepare(filters)
+    rows = export.count(job)
+    query = urlencode(filters.args())
+    url = url_for("exports.transactions_csv") + (f"?{query}" if query else "")
+    return htmx.render("exports/preview.html", "preview", f=filters, job=job, rows=rows,
+                       download_url=url, large=rows >= LARGE,
+                       megabytes=rows * export.BYTES_PER_ROW / 1e6,
+                       back_url=url_for("transactions.index") + (f"?{query}" if query else ""))

@@ -11,8 +11,9 @@ from services.errors import ServiceError
 
 log = logging.getLogger("creditdesk.errors")
 
-TITLES = {403: "Not allowed", 404: "Not found", 405: "Method not allowed", 413: "Too large",
-          429: "Slow down", 500: "Something went wrong"}
+TITLES = {400: "Bad request", 402: "Not enough credits", 403: "Not allowed", 404: "Not found",
+          405: "Method not allowed", 409: "Conflict", 413: "Too large", 422: "Check your input",
+          429: "Slow down", 500: "Something went wrong", 502: "Payment provider unavailable"}
 MESSAGES = {
     403: "Your role does not include this page. Ask an admin if you need access.",
     404: "There is nothing at this address.",

@@ -33,6 +33,11 @@ DEMO_PASSWORDS = {
 E2E_DIR = Path(__file__).resolve().parent
 
 
+def pytest_configure(config):
+    # pytest-xdist registers this marker; register it too so that `-p no:xdist` still runs.
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one xdist worker")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Every test under tests/e2e is an e2e test and runs on one xdist worker (one server)."""

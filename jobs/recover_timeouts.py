@@ -14,7 +14,11 @@ def run(*, period: str, trigger: str = "schedule") -> JobRun:
 
 def execute(run_id: int, resumed: bool = False) -> JobRun:
     def body():
-        n = tasks.recover_overdue(actor=Actor("job", JOB))
+        def failed(task_id: int, customer_id: int, err: Exception) -> None:
+            jobruns.record_error(run_id=run_id, customer_id=customer_id,
+                                 error=f"task {task_id}: {type(err).__name__}: {err}")
+
+        n = tasks.recover_overdue(actor=Actor("job", JOB), on_error=failed)
         return dict(users_count=n, processed_count=n, details={"timed_out": n})
 
     return jobruns.guarded(JOB, run_id, body)

@@ -154,24 +154,40 @@ def start(*, task_id: int, provider: str | None = None, external_task_id: str | 
 
 
 def recover_overdue(*, now: datetime | None = None,
-                    actor: Actor = Actor("job", "recover_timeouts")) -> int:
-    """Time out and refund every overdue task, each exactly once; returns how many."""
-    done = 0
+                    actor: Actor = Actor("job", "recover_timeouts"), on_error=None) -> int:
+    """Time out and refund every overdue task, each exactly once; returns how many.
+
+    A task that cannot be settled (its customer was deleted, say) is skipped for the rest of this
+    sweep and reported through on_error(task_id, customer_id, error): it must not block the others.
+    """
+    done, skipped = 0, []
     while True:
-        with atomic() as s:
-            # One task per transaction; PostgreSQL skips rows another sweeper holds.
-            q = (select(Task.id).where(Task.status.in_(OPEN), Task.deadline_at < (now or utcnow()))
-                 .order_by(Task.deadline_at).limit(1))
-            if not is_sqlite():
-                q = q.with_for_update(skip_locked=True)
-            task_id = s.scalar(q)
+        task_id = customer_id = None
+        try:
+            with atomic() as s:
+                # One task per transaction; PostgreSQL skips rows another sweeper holds.
+                q = (select(Task.id, Task.customer_id)
+                     .where(Task.status.in_(OPEN), Task.deadline_at < (now or utcnow()))
+                     .order_by(Task.deadline_at).limit(1))
+                if skipped:
+                    q = q.where(Task.id.not_in(skipped))
+                if not is_sqlite():
+                    q = q.with_for_update(skip_locked=True)
+                row = s.execute(q).first()
+                if row is None:
+                    return done
+                task_id, customer_id = row
+                try:
+                    time_out(task_id=task_id, actor=actor)  # joins this transaction
+                    done += 1
+                except TaskAlreadyFinished:
+                    pass
+        except Exception as err:
             if task_id is None:
-                return done
-            try:
-                time_out(task_id=task_id, actor=actor)  # joins this transaction
-                done += 1
-            except TaskAlreadyFinished:
-                pass
+                raise
+            skipped.append(task_id)
+            if on_error is not None:
+                on_error(task_id, customer_id, err)
 
 
 # --- staff actions from the dashboard (audited) -------------------------------------------------

@@ -104,3 +104,29 @@ def test_expire_credits_job_expires_each_due_grant_once_by_the_ledger_rules(app,
     assert expiry.run_pass().grants == 2  # now the paid and the formerly in-grace buckets
     assert db.session.scalar(select(func.sum(CreditGrant.remaining))) == 10
     assert reconcile.run().ok
+
+
+def test_a_task_that_cannot_be_refunded_does_not_block_the_others(app, make):
+    """A soft-deleted customer's account cannot be locked: that task is an error, the rest proceed."""
+    from models import JobRunError
+    from services import customers as customer_service
+
+    gone, kept = make.customer(credits=100), make.customer(credits=100)
+    doomed = tasks.create(customer_id=gone.id, type="video", estimated_credits=10)
+    others = [tasks.create(customer_id=kept.id, type="video", estimated_credits=10) for _ in range(3)]
+    customer_service.soft_delete(external_id=gone.external_id)
+    # The deleted customer's task is the oldest overdue one: it comes first.
+    db.session.execute(text("UPDATE tasks SET deadline_at = :t WHERE id = :i"),
+                       {"t": utcnow() - timedelta(hours=2), "i": doomed.id})
+    db.session.execute(text("UPDATE tasks SET deadline_at = :t WHERE id <> :i"),
+                       {"t": utcnow() - timedelta(minutes=5), "i": doomed.id})
+    db.session.commit()
+
+    run = recover_timeouts.run(period="t1", trigger="manual")
+    assert (run.status, run.processed_count, run.error_count) == ("succeeded", 3, 1)
+    err = db.session.scalar(select(JobRunError).where(JobRunError.run_id == run.id))
+    assert err.customer_id == gone.id and str(doomed.id) in err.error
+    assert {db.session.get(Task, t.id).status for t in others} == {"timed_out"}
+    assert db.session.get(Task, doomed.id).status == "pending"
+    assert ledger.balance(kept.id) == 100
+    assert reconcile.run().ok

@@ -22,10 +22,11 @@ import logging
 import os
 import re
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, and_, case, cast, func, literal, not_, or_, select
+from sqlalchemy import and_, case, func, literal, not_, or_, select
 
 from models import CreditGrant, Customer, JobRunError, LedgerEntry, Plan, db, utcnow
 from services import bulkledger, expiry, jobruns
@@ -108,18 +109,28 @@ def _segment_columns(now: datetime, free_credits: int):
     return segment.label("segment"), credits.label("credits"), days.label("expiry_days")
 
 
-def _candidates(period: str, now: datetime, after: int, limit: int, free_credits: int,
-                only_missing: bool = True):
+def _candidates(now: datetime, after: int, limit: int, free_credits: int):
+    """The next `limit` live customers after a keyset cursor, classified. (Whether they had this
+    period's grant is checked per chunk with the unique key: an anti-join here would scan the
+    whole ledger for every chunk.)"""
     seg, credits, days = _segment_columns(now, free_credits)
     q = (select(Customer.id, Customer.external_id, Customer.email, Customer.plan_id, seg, credits,
                 days)
          .select_from(Customer).outerjoin(Plan, Plan.id == Customer.plan_id)
          .where(Customer.deleted_at.is_(None), Customer.id > after, Customer.created_at <= now)
          .order_by(Customer.id).limit(limit))
-    if only_missing:
-        key = literal(_key_prefix(period)) + cast(Customer.id, String)
-        q = q.where(~select(LedgerEntry.id).where(LedgerEntry.idempotency_key == key).exists())
     return db.session.execute(q).all()
+
+
+def _granted(s, period: str, customer_ids: list[int]) -> set[int]:
+    """Which of these customers hold this period's distribution key already (index lookups)."""
+    prefix = _key_prefix(period)
+    keys = [prefix + str(c) for c in customer_ids]
+    done = set()
+    for k in range(0, len(keys), 1000):
+        done.update(s.scalars(select(LedgerEntry.idempotency_key)
+                              .where(LedgerEntry.idempotency_key.in_(keys[k:k + 1000]))))
+    return {int(key[len(prefix):]) for key in done}
 
 
 def _expires(now: datetime, days: int | None) -> datetime | None:
@@ -156,13 +167,17 @@ def execute(*, run_id: int, resumed: bool = False) -> DistributionResult:
              extra={"job_run_id": run_id, "period": period, "resumed": resumed})
     result = DistributionResult(period=period, run_id=run_id, resumed=resumed)
     try:
+        t0 = time.perf_counter()
         result.expired = _expiry_pass(run_id, utcnow())
+        t1 = time.perf_counter()
         _grant_all(run_id, period, as_of)
+        seconds = {"expiry": round(t1 - t0, 2), "grants": round(time.perf_counter() - t1, 2)}
         _crash_point("before-finish")
         totals = _totals(run_id, period)
         done = jobruns.finish(run_id=run_id, status="succeeded", details={
             "credits": totals["credits"], "segments": totals["segments"],
-            "expired": result.expired, "resumed": resumed or bool((r.details or {}).get("resumed"))},
+            "expired": result.expired, "seconds": seconds,
+            "resumed": resumed or bool((r.details or {}).get("resumed"))},
             users_count=totals["users"], processed_count=totals["processed"])
     except Exception as err:
         log.exception("distribution.failed", extra={"job_run_id": run_id, "period": period})
@@ -193,17 +208,22 @@ def _expiry_pass(run_id: int, now: datetime) -> dict:
 
 def _grant_all(run_id: int, period: str, as_of: datetime) -> None:
     free_credits = int(app_settings.get("free_monthly_credits"))
-    after, chunks = 0, 0
+    after, chunks, writes = 0, 0, 0
     while True:
-        rows = _candidates(period, as_of, after, CHUNK, free_credits)
+        rows = _candidates(as_of, after, CHUNK, free_credits)
         db.session.rollback()  # end the read; the chunk writes in its own transaction
         if not rows:
             return
         after = rows[-1].id
         todo = [r for r in rows if r.segment in GRANTING and (r.credits or 0) > 0]
+        if todo:  # a resumed run skips what its first attempt did without locking it again
+            done = _granted(db.session, period, [r.id for r in todo])
+            todo = [r for r in todo if r.id not in done]
+        db.session.rollback()
         if todo:
+            writes += 1
             try:
-                _grant_chunk(run_id, period, as_of, todo, chunks + 1)
+                _grant_chunk(run_id, period, as_of, todo, writes)
             except Exception as err:
                 log.warning("distribution.chunk_failed", extra={
                     "job_run_id": run_id, "error": str(err)[:300], "customers": len(todo)})
@@ -216,15 +236,13 @@ def _grant_chunk(run_id: int, period: str, as_of: datetime, todo: list, chunk_no
     prefix = _key_prefix(period)
     with atomic() as s:
         accounts = bulkledger.lock_accounts(s, [r.id for r in todo])
-        keys = [prefix + str(r.id) for r in todo]
-        # Re-check under the locks: a concurrent or earlier attempt may have granted some already.
-        done = set(s.scalars(select(LedgerEntry.idempotency_key)
-                             .where(LedgerEntry.idempotency_key.in_(keys))))
+        # Checked under the locks: an earlier attempt or a concurrent run may have granted some.
+        done = _granted(s, period, [r.id for r in todo])
         batch = bulkledger.Batch(now=as_of, actor=ACTOR, job_run_id=run_id, accounts=accounts)
         missing = []
         for r in todo:
             key = prefix + str(r.id)
-            if key in done:
+            if r.id in done:
                 continue
             if r.id not in accounts:
                 missing.append(r.id)
@@ -291,11 +309,14 @@ def preview(*, period: str | None = None, limit: int = 500,
     result.expired = expiry.due_summary(now=now)
     after = 0
     while True:
-        rows = _candidates(period, now, after, 5000, free_credits)
+        rows = _candidates(now, after, 5000, free_credits)
         if not rows:
             break
         after = rows[-1].id
+        done = _granted(db.session, period, [r.id for r in rows])
         for r in rows:
+            if r.id in done:
+                continue
             credits = int(r.credits or 0) if r.segment in GRANTING else 0
             seg = result.segments[r.segment]
             seg["customers"] += 1

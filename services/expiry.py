@@ -43,15 +43,14 @@ def due_summary(*, now: datetime | None = None) -> dict:
     return {"grants": int(row[0]), "credits": int(row[1]), "accounts": int(row[2])}
 
 
-def _due_accounts(now: datetime, after: int, limit: int) -> list[tuple[int, int]]:
-    """(account_id, customer_id) with due grants, in account order, after a keyset cursor."""
+def _due_customers(now: datetime) -> list[int]:
+    """Customers with due grants, in account order: one scan, then chunks walk this list."""
     rows = db.session.execute(
-        select(CreditGrant.account_id, CreditGrant.customer_id)
-        .where(expired_clause(now), CreditGrant.account_id > after)
+        select(CreditGrant.account_id, CreditGrant.customer_id).where(expired_clause(now))
         .group_by(CreditGrant.account_id, CreditGrant.customer_id)
-        .order_by(CreditGrant.account_id).limit(limit)).all()
+        .order_by(CreditGrant.account_id)).all()
     db.session.rollback()  # end the read; each chunk is its own write transaction
-    return [(r[0], r[1]) for r in rows]
+    return [r[1] for r in rows]
 
 
 def expire_chunk(customer_ids: list[int], *, now: datetime, actor: Actor,
@@ -78,13 +77,9 @@ def run_pass(*, now: datetime | None = None, actor: Actor = Actor("job", "expire
     """Expire everything due at `now`, a chunk of accounts per transaction."""
     now = now or utcnow()
     result = ExpiryResult()
-    after = 0
-    while True:
-        accts = _due_accounts(now, after, chunk)
-        if not accts:
-            return result
-        after = accts[-1][0]
-        ids = [cid for _, cid in accts]
+    due = _due_customers(now)
+    for k in range(0, len(due), chunk):
+        ids = due[k:k + chunk]
         try:
             n, credits = expire_chunk(ids, now=now, actor=actor, job_run_id=job_run_id)
         except Exception as err:  # one bad account must not stop the pass: retry one by one
@@ -101,3 +96,4 @@ def run_pass(*, now: datetime | None = None, actor: Actor = Actor("job", "expire
         result.credits += credits
         if on_chunk:
             on_chunk(n, credits)
+    return result

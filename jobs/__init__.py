@@ -58,6 +58,9 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
     JobSpec("reconcile_ledger", "Ledger reconciliation",
             "Check the ledger invariants and record the result for the overview.",
             "30 2 * * *", 360, "%Y-%m-%d"),
+    JobSpec("rollup_ledger", "Analytics rollups",
+            "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics.",
+            "15 * * * *", 60, "%Y-%m-%dT%H"),
 ]}
 
 

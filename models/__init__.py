@@ -1,4 +1,5 @@
 """All models, imported in one place so that metadata and Alembic see every table."""
+from models.analytics import LedgerDaily, LedgerRollupState
 from models.base import db, utcnow
 from models.catalog import CreditPackage, FeaturePrice, Plan, Setting, SettingChange
 from models.customer import Account, Customer
@@ -11,6 +12,6 @@ from models.task import Task, TaskLog
 __all__ = [
     "db", "utcnow", "Account", "AdjustmentRequest", "Allocation", "ApiKey", "AuditLog",
     "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
-    "JobRunError", "LedgerEntry", "Payment", "Plan", "Refund", "Setting", "SettingChange",
-    "Staff", "Task", "TaskLog", "WebhookEvent",
+    "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "Payment", "Plan",
+    "Refund", "Setting", "SettingChange", "Staff", "Task", "TaskLog", "WebhookEvent",
 ]

@@ -1,0 +1,27 @@
+"""rollup_ledger: hourly; recompute the ledger_daily rollups of complete days (services/ledger_rollup.py).
+
+Idempotent: a run recomputes whole days from the ledger, so running it twice, late, or after a
+failure gives the same table. The analytics page is correct without it (later days are read
+live); the rollups only make long ranges fast.
+"""
+from __future__ import annotations
+
+from models import JobRun
+from services import jobruns, ledger_rollup
+
+JOB = "rollup_ledger"
+
+
+def run(*, period: str, trigger: str = "schedule") -> JobRun:
+    return jobruns.run(job=JOB, period=period, trigger=trigger, execute=execute)[0]
+
+
+def execute(run_id: int, resumed: bool = False) -> JobRun:
+    def body():
+        res = ledger_rollup.refresh()
+        return dict(processed_count=res.days,
+                    details={"days": res.days, "rows": res.rows,
+                             "rolled_through": res.rolled_through.isoformat()
+                             if res.rolled_through else None})
+
+    return jobruns.guarded(JOB, run_id, body)

@@ -27,6 +27,7 @@ from models import (
 )
 from models.catalog import PLAN_INTERVALS
 from services import audit
+from services import settings as app_settings
 from services.db import atomic
 from services.errors import NotFound, ValidationFailed
 
@@ -432,6 +433,11 @@ def impact(kind: str, item_id: int, data: dict) -> Impact:
                        f"{USAGE_DAYS} days",
                  credits_old=units * obj.credits_per_unit, credits_new=units * new["credits_per_unit"],
                  currency=obj.currency, changes=diff)
+    per_credit = int(app_settings.get("price_per_credit_minor"))
+    if per_credit:
+        out.money_old, out.money_new = out.credits_old * per_credit, out.credits_new * per_credit
+        out.money_label = "What those credits sell for"
+        out.currency = "USD"
     if unpriced:
         out.notes.append(f"{int(unpriced):,} debits named their credits explicitly and would not "
                          "change.")

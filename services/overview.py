@@ -101,9 +101,13 @@ def kpis(days: int = 30) -> Kpis:
         .group_by(Payment.currency, pay_day)
     ).all()
     revenue: dict[str, int] = {}
+    days_with_sales: dict[str, int] = {}
     for cur, _d, v in revenue_rows:
         revenue[cur] = revenue.get(cur, 0) + int(v or 0)
-    ordered = sorted(revenue.items(), key=lambda kv: (-kv[1], kv[0]))
+        days_with_sales[cur] = days_with_sales.get(cur, 0) + 1
+    # Minor units of different currencies do not compare: the main currency is the one that
+    # sold on the most days (USD first on a tie).
+    ordered = sorted(revenue.items(), key=lambda kv: (-days_with_sales[kv[0]], kv[0] != "USD", kv[0]))
     main = ordered[0][0] if ordered else None
     revenue_daily = _daily([(d, v) for c, d, v in revenue_rows if c == main], keys)
 

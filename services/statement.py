@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import noload
 
 from models import LedgerEntry, Staff, db
@@ -80,11 +80,21 @@ def features(customer_id: int) -> list[str]:
 
 
 def totals(customer_id: int) -> dict[str, int]:
-    """Lifetime credits in and out of the account, by entry type."""
-    rows = db.session.execute(
-        select(LedgerEntry.type, func.sum(LedgerEntry.amount))
-        .where(LedgerEntry.customer_id == customer_id).group_by(LedgerEntry.type)).all()
-    return {t: int(v or 0) for t, v in rows}
+    """Lifetime movements of the account: credits in, spent, returned, expired, removed."""
+    pos = func.sum(case((LedgerEntry.amount > 0, LedgerEntry.amount), else_=0))
+    neg = func.sum(case((LedgerEntry.amount < 0, -LedgerEntry.amount), else_=0))
+    rows = db.session.execute(select(LedgerEntry.type, pos, neg)
+                              .where(LedgerEntry.customer_id == customer_id)
+                              .group_by(LedgerEntry.type)).all()
+    by = {t: (int(p or 0), int(n or 0)) for t, p, n in rows}
+
+    def get(t: str, i: int) -> int:
+        return by.get(t, (0, 0))[i]
+
+    return {"in": get("grant", 0) + get("adjustment", 0),
+            "spent": get("debit", 1) - get("refund", 0) - get("reversal", 0),
+            "expired": get("expiry", 1) + get("clawback", 1),
+            "removed": get("adjustment", 1) + get("reversal", 1)}
 
 
 def actor_labels(entries: Iterable) -> dict[tuple[str, str | None], str]:

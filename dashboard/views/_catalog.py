@@ -188,8 +188,13 @@ def make_blueprint(area: Area, *, field_map: dict[str, str] | None = None) -> Bl
         item = catalog.get(area.kind, item_id)
         form = area.form(request.args, meta={"csrf": False})
         data = area.to_data(form)
+        result = catalog.impact(area.kind, item_id, data)
+        if not htmx.is_htmx():  # a bookmarked or shared preview: the edit page with it
+            form = area.form(data={**area.from_obj(item), **{k: v for k, v in form.data.items()
+                                                             if v not in (None, "")}})
         return htmx.render(_template(area, "edit"), "impact",
-                           **ctx(item=item, impact=catalog.impact(area.kind, item_id, data)))
+                           **ctx(item=item, impact=result, form=form,
+                                 refs=catalog.references(area.kind, item)))
 
     @bp.post("/<int:item_id>/archive")
     @require(area.permission)

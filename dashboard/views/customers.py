@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.views._ops import back_to, client_ip, form_status, hx_target, int_arg
+from models.ledger import ENTRY_TYPES
 from services import adjustments, customers, ledger, statement
 from services import settings as app_settings
 from services.errors import ServiceError
@@ -62,22 +63,17 @@ def _detail_ctx(customer_id: int, *, filters: statement.Filters | None = None,
     ctx = dict(customer=customer, st=statement.page(customer_id=customer_id, filters=filters,
                                                     before_id=before, limit=STATEMENT_PAGE),
                before=before, grants=ledger.live_grants(customer_id),
-               features=statement.features(customer_id),
+               features=statement.features(customer_id), totals=statement.totals(customer_id),
                requests=adjustments.pending(customer_id=customer_id),
                activity=customers.activity(customer_id),
                low_threshold=int(app_settings.get("low_balance_threshold")),
                limit=adjustments.limit_for(current_user),
-               form=form or AdjustForm(formdata=None), entry_types=ledger_types())
+               form=form or AdjustForm(formdata=None), entry_types=ENTRY_TYPES)
     if full:
         ctx.update(tasks=customers.recent_tasks(customer_id),
                    payments=customers.recent_payments(customer_id),
                    refunds=customers.recent_refunds(customer_id))
     return ctx
-
-
-def ledger_types() -> tuple[str, ...]:
-    from models.ledger import ENTRY_TYPES
-    return ENTRY_TYPES
 
 
 @bp.get("/")
@@ -89,7 +85,9 @@ def index():
     more = len(rows) > PAGE
     rows = rows[:PAGE]
     block = "rows" if after else "results"
+    total = customers.count() if not q and not after and not htmx.is_htmx() else None
     return htmx.render("customers/index.html", block, q=q, customers=rows, more=more, after=after,
+                       total=total,
                        next_after=rows[-1].id if rows and more else None,
                        low_threshold=int(app_settings.get("low_balance_threshold")))
 

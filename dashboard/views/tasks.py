@@ -58,6 +58,8 @@ def retry(task_id: int):
         task = tasks.retry(task_id=task_id, actor=Actor.of_staff(current_user), staff=current_user,
                            ip=client_ip())
     except ServiceError as err:
+        if err.status in (403, 404):
+            raise
         flash(str(err), "error")
         return redirect(url_for("tasks.detail", task_id=task_id)), 303
     flash(f"Task #{task.id} is pending again; {task.charged_credits:,} credits charged.", "success")

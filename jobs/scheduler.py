@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -402,8 +403,16 @@ def init_app(app: Flask) -> None:
 
     cli.init_app(app)
     app.extensions["jobs.schedules"] = schedules(app)
-    if app.config.get("SCHEDULER_ENABLED") and not _is_cli_command(app):
+    if enabled(app) and not _is_cli_command(app):
         start(app)
+
+
+def enabled(app: Flask) -> bool:
+    """SCHEDULER_ENABLED; unset, it is on under gunicorn (DESIGN: on for make run and gunicorn)."""
+    if app.config.get("SCHEDULER_ENABLED"):
+        return True
+    unset = os.environ.get("SCHEDULER_ENABLED", "") == ""
+    return unset and not app.testing and "gunicorn.arbiter" in sys.modules
 
 
 def status(app: Flask) -> dict:
@@ -419,7 +428,7 @@ def status(app: Flask) -> dict:
                      "next_fire": _naive(nexts.get(name) or sc.next_fire(now)) if sc.enabled else None,
                      "env": f"JOBS_{name.upper()}_CRON", "last": last[0] if last else None})
     db.session.rollback()
-    return {"jobs": jobs, "leader": leader_info(app), "enabled": bool(app.config.get("SCHEDULER_ENABLED")),
+    return {"jobs": jobs, "leader": leader_info(app), "enabled": enabled(app),
             "this_process": jobruns.host_id(),
             "role": "off" if mine is None else "leader" if mine.is_leader else "follower",
             "retry_seconds": float(_setting(app, "JOBS_LEADER_RETRY_SECONDS", DEFAULT_RETRY))}

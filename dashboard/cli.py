@@ -8,6 +8,7 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
+from dashboard import cli_finance
 from models.staff import ROLES
 from services import reconcile as reconcile_service
 from services import staff as staff_service
@@ -82,3 +83,4 @@ def seed_demo(n_customers: int, seed: int, months: int, if_empty: bool) -> None:
 def init_app(app: Flask) -> None:
     for command in (create_staff, create_api_key, reconcile, seed_demo):
         app.cli.add_command(command)
+    cli_finance.init_app(app)

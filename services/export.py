@@ -108,7 +108,8 @@ def rows(job: Export, *, batch: int = BATCH) -> Iterator[tuple]:
         result.close()
 
 
-def _record(action: str, *, staff_id: int | None, actor: str, ip: str | None, after: dict) -> None:
+def record(action: str, *, staff_id: int | None, actor: str, ip: str | None, after: dict) -> None:
+    """Audit one export or download in its own transaction."""
     with atomic():
         audit.record(action=action, staff=_Who(staff_id, actor), target_type="ledger",
                      after=after, ip=ip)
@@ -124,7 +125,7 @@ def stream(job: Export, *, staff_id: int | None, actor: str, ip: str | None = No
            batch: int = BATCH) -> Iterator[str]:
     """The CSV text, chunk by chunk, with the export audited before and after."""
     filters = job.described()
-    _record("transactions.export.start", staff_id=staff_id, actor=actor, ip=ip,
+    record("transactions.export.start", staff_id=staff_id, actor=actor, ip=ip,
             after={"filters": filters})
     t0, counter, complete = time.perf_counter(), [0], False
     try:
@@ -133,7 +134,7 @@ def stream(job: Export, *, staff_id: int | None, actor: str, ip: str | None = No
     finally:
         seconds = round(time.perf_counter() - t0, 3)
         db.session.rollback()  # end the read transaction (and its cursor) before writing
-        _record("transactions.export", staff_id=staff_id, actor=actor, ip=ip,
+        record("transactions.export", staff_id=staff_id, actor=actor, ip=ip,
                 after={"filters": filters, "rows": counter[0], "complete": complete,
                        "seconds": seconds})
         log.info("export.transactions", extra={"rows": counter[0], "complete": complete,

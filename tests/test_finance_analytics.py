@@ -10,8 +10,6 @@ from models import Allocation, CreditGrant, JobRun, LedgerEntry, Payment, db, ut
 from services import analytics, ledger, ledger_rollup
 from services import settings as app_settings
 
-TODAY = None
-
 
 def _world(make):
     """Purchases in two currencies, promotional credits, spend on priced features, a task refund,
@@ -68,13 +66,13 @@ def _direct():
     for al in db.session.scalars(select(Allocation)):
         e, g = entries[al.entry_id], grants[al.grant_id]
         related = entries.get(e.related_entry_id)
-        if e.type == "debit" or (e.type == "refund" and related and related.type == "debit"):
-            if g.source in ("purchase", "subscription"):
-                key = (e.feature, g.currency)
-                out["paid_by_feature"][key] = out["paid_by_feature"].get(key, 0) - al.credits
-                # cost_minor x 10,000 micros per minor unit / amount: exact for these buckets
-                assert (al.credits * g.cost_minor * 10_000) % g.amount == 0
-                out["value"][key] = out["value"].get(key, 0) - al.credits * g.cost_minor * 10_000 // g.amount
+        spend = e.type == "debit" or (e.type == "refund" and related and related.type == "debit")
+        if spend and g.source in ("purchase", "subscription"):
+            key = (e.feature, g.currency)
+            out["paid_by_feature"][key] = out["paid_by_feature"].get(key, 0) - al.credits
+            # cost_minor x 10,000 micros per minor unit / amount: exact for these buckets
+            assert (al.credits * g.cost_minor * 10_000) % g.amount == 0
+            out["value"][key] = out["value"].get(key, 0) - al.credits * g.cost_minor * 10_000 // g.amount
     return out
 
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bench.distribution import populate
+from jobs import JOBS
 from models import CreditGrant, JobRun, db
 from services import distribution, reconcile
 
@@ -97,9 +98,8 @@ def test_two_gunicorn_instances_with_the_scheduler_on_run_the_distribution_once(
     env = {**os.environ, "DATABASE_URL": url, "SCHEDULER_ENABLED": "1", "LOG_JSON": "0",
            "LOG_LEVEL": "INFO", "SECRET_KEY": "exactly-once-test", "SESSION_COOKIE_SECURE": "0",
            "JOBS_LEADER_RETRY_SECONDS": "1",
-           "JOBS_DISTRIBUTE_CREDITS_CRON": f"{fire.second} {fire.minute} {fire.hour} * * *",
-           "JOBS_EXPIRE_CREDITS_CRON": "off", "JOBS_RECOVER_TIMEOUTS_CRON": "off",
-           "JOBS_RECONCILE_LEDGER_CRON": "off"}
+           **{f"JOBS_{name.upper()}_CRON": "off" for name in JOBS},
+           "JOBS_DISTRIBUTE_CREDITS_CRON": f"{fire.second} {fire.minute} {fire.hour} * * *"}
     env.pop("JOBS_CRASH_AT", None)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     logs, procs = [], []

@@ -72,30 +72,34 @@ def test_misfire_runs_exactly_once_after_restart(app, make):
     customers = [make.customer() for _ in range(3)]
     fire = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     cron = f"{fire.second} {fire.minute} {fire.hour} * * *"
-    for name in ("expire_credits", "recover_timeouts", "reconcile_ledger"):
+    for name in JOBS:
         app.config[f"JOBS_{name.upper()}_CRON"] = "off"
     _sched(app, cron=cron, minutes=10)
     period = fire.strftime("%Y-%m")
 
     first = scheduler.JobScheduler(app, retry_seconds=3600)
     first.lock = scheduler.make_lock(app)
-    first.tick()
-    assert first.is_leader
-    job = first.scheduler.get_job("distribute_credits")
-    assert job.coalesce is True and job.misfire_grace_time == 600
-    assert _wait(lambda: db.session.scalar(select(func.count(JobRun.id)).where(
-        JobRun.status == "succeeded")) == 1)
-    assert _wait(lambda: first.fired == [("distribute_credits", period)])
-    first.shutdown()
+    try:
+        first.tick()
+        assert first.is_leader
+        job = first.scheduler.get_job("distribute_credits")
+        assert job.coalesce is True and job.misfire_grace_time == 600
+        assert _wait(lambda: db.session.scalar(select(func.count(JobRun.id)).where(
+            JobRun.status == "succeeded")) == 1)
+        assert _wait(lambda: first.fired == [("distribute_credits", period)])
+    finally:
+        first.shutdown()
 
     second = scheduler.JobScheduler(app, retry_seconds=3600)
     second.lock = scheduler.make_lock(app)
-    second.tick()
-    assert second.is_leader
-    # Nothing is due: the next fire is tomorrow's, and the period has its run.
-    nxt = second.scheduler.get_job("distribute_credits").next_run_time
-    assert nxt > datetime.now(UTC) + timedelta(hours=23)
-    second.shutdown()
+    try:
+        second.tick()
+        assert second.is_leader
+        # Nothing is due: the next fire is tomorrow's, and the period has its run.
+        nxt = second.scheduler.get_job("distribute_credits").next_run_time
+        assert nxt > datetime.now(UTC) + timedelta(hours=23)
+    finally:
+        second.shutdown()
     runs = db.session.scalars(select(JobRun)).all()
     assert [(r.job, r.period, r.processed_count) for r in runs] == [("distribute_credits", period, 3)]
     assert len(customers) == 3
@@ -109,15 +113,18 @@ def test_one_leader_at_a_time_and_takeover_when_it_stops(app):
             app.config[f"JOBS_{name.upper()}_CRON"] = "off"
         s.schedules = scheduler.schedules(app)
         s.lock = scheduler.make_lock(app)
-    a.tick()
-    b.tick()
-    assert (a.is_leader, b.is_leader) == (True, False)
-    info = scheduler.leader_info(app)
-    assert info is not None and info["process"] == jobruns.host_id()
-    a.shutdown()
-    b.tick()
-    assert b.is_leader
-    b.shutdown()
+    try:
+        a.tick()
+        b.tick()
+        assert (a.is_leader, b.is_leader) == (True, False)
+        info = scheduler.leader_info(app)
+        assert info is not None and info["process"] == jobruns.host_id()
+        a.shutdown()
+        b.tick()
+        assert b.is_leader
+    finally:
+        a.shutdown()
+        b.shutdown()
     assert scheduler.leader_info(app) is None
 
 

@@ -29,6 +29,18 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
+def _engine_options() -> dict:
+    """Connection pool. SQLAlchemy's default (5 kept + 10 overflow per process) covers a gunicorn
+    worker's threads; DB_POOL_SIZE / DB_MAX_OVERFLOW override it. DB_POOL_PRE_PING=0 saves the
+    round trip that checks each connection before use (on by default: survives a database restart)."""
+    opts: dict = {"pool_pre_ping": _flag("DB_POOL_PRE_PING", True)}
+    if os.environ.get("DB_POOL_SIZE"):
+        opts["pool_size"] = int(os.environ["DB_POOL_SIZE"])
+    if os.environ.get("DB_MAX_OVERFLOW"):
+        opts["max_overflow"] = int(os.environ["DB_MAX_OVERFLOW"])
+    return opts
+
+
 def from_env() -> dict:
     """The whole configuration as a dict; `create_app(config=...)` overrides any of it."""
     INSTANCE.mkdir(exist_ok=True)
@@ -37,7 +49,7 @@ def from_env() -> dict:
         "SQLALCHEMY_DATABASE_URI": os.environ.get(
             "DATABASE_URL", f"sqlite:///{INSTANCE / 'creditdesk.sqlite3'}"
         ),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(),
         "SCHEDULER_ENABLED": _flag("SCHEDULER_ENABLED", False),
         "CRON_JOBS_USERNAME": os.environ.get("CRON_JOBS_USERNAME"),
         "CRON_JOBS_PASSWORD": os.environ.get("CRON_JOBS_PASSWORD"),
@@ -50,6 +62,8 @@ def from_env() -> dict:
         "RAZORPAY_API_BASE": os.environ.get("RAZORPAY_API_BASE"),
         "CUSTOMER_WEBHOOK_SECRET": os.environ.get("CUSTOMER_WEBHOOK_SECRET"),
         "REDIS_URL": os.environ.get("REDIS_URL"),
+        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", "1200 per minute"),
+        "API_IP_RATE_LIMIT": os.environ.get("API_IP_RATE_LIMIT", "120 per minute"),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
         "SESSION_COOKIE_HTTPONLY": True,

@@ -14,8 +14,10 @@ from sqlalchemy import func, select
 
 from models import CreditGrant, Payment, Refund, db, utcnow
 from services import settings as app_settings
+from services.errors import NotFound
 
-OPEN_REFUNDS = ("requested", "approved", "processing")
+# A failed refund is retryable (same provider key), so its credits stay promised too.
+OPEN_REFUNDS = ("requested", "approved", "processing", "failed")
 LISTED = ("paid", "partially_refunded", "refunded")
 
 
@@ -103,8 +105,19 @@ def for_customer(*, customer_id: int, limit: int = 100, now: datetime | None = N
                         window=window) for p in payments]
 
 
+def for_payment_id(payment_id: int, *, now: datetime | None = None) -> Eligibility:
+    """One purchase's answer (call it with the payment row locked to act on it)."""
+    now = now or utcnow()
+    p = db.session.get(Payment, payment_id)
+    if p is None:
+        raise NotFound(f"No payment {payment_id}.")
+    window = timedelta(days=int(app_settings.get("refund_window_days")))
+    return for_payment(p, unused=_unused([p.id], now).get(p.id, 0),
+                       held=_held([p.id]).get(p.id, (0, 0)), now=now, window=window)
+
+
 def window_days() -> int:
     return int(app_settings.get("refund_window_days"))
 
 
-__all__ = ["Eligibility", "for_customer", "for_payment", "window_days"]
+__all__ = ["Eligibility", "for_customer", "for_payment", "for_payment_id", "window_days"]

@@ -259,10 +259,14 @@ def main() -> int:
             e.dispose()
         same = snaps[0] == snaps[1]
         print(f"distribution service: {service_s:8.2f} s  ({result.processed_count:,} grants, "
-              f"{result.expired.get('grants', 0):,} expiries, {result.error_count} errors)")
+              f"{result.expired.get('grants', 0):,} expiries, {result.error_count} errors; "
+              f"expiry pass {result.seconds.get('expiry', 0):.1f} s, grants "
+              f"{result.seconds.get('grants', 0):.1f} s)")
         print(f"set-based SQL floor:  {floor_s:8.2f} s")
         print(f"ratio service/floor:  {service_s / floor_s:8.1f} x")
-        print(f"same ledger rows: {'yes' if same else 'NO'}  · machine: {os.cpu_count()} cores")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"same ledger rows: {'yes' if same else 'NO'}  · machine: {os.cpu_count()} cores, "
+              f"load average {load}")
         return 0 if same else 1
     finally:
         with admin.connect() as c:

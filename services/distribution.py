@@ -63,6 +63,7 @@ class DistributionResult:
     segments: dict = field(default_factory=dict)  # segment -> {"customers": n, "credits": c}
     rows: list[dict] = field(default_factory=list)  # dry run: per-customer preview
     rows_truncated: bool = False
+    seconds: dict = field(default_factory=dict)  # {"expiry": s, "grants": s}
 
     def as_dict(self) -> dict:
         return {"usersCount": self.users_count, "processedCount": self.processed_count,
@@ -186,6 +187,7 @@ def execute(*, run_id: int, resumed: bool = False) -> DistributionResult:
     result.users_count, result.processed_count = done.users_count, done.processed_count
     result.error_count, result.status = done.error_count, done.status
     result.credits, result.segments = totals["credits"], totals["segments"]
+    result.seconds = seconds
     log.info("distribution.finished job_run_id=%s usersCount=%s processedCount=%s errorCount=%s",
              run_id, result.users_count, result.processed_count, result.error_count, extra={
         "job_run_id": run_id, "period": period, "usersCount": result.users_count,

@@ -30,9 +30,10 @@ def seed(url: str, customers: int) -> None:
     env = {**os.environ, "DATABASE_URL": url, "SCHEDULER_ENABLED": "0", "LOG_JSON": "0",
            "SECRET_KEY": os.environ.get("SECRET_KEY", "bench-pages-demo")}
     flask = [str(ROOT / ".venv" / "bin" / "flask"), "--app", "wsgi"]
-    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True)
+    # Their output goes to stderr: stdout is the table.
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, stdout=sys.stderr)
     subprocess.run([*flask, "seed-demo", "--customers", str(customers), "--if-empty"], cwd=ROOT,
-                   env=env, check=True)
+                   env=env, check=True, stdout=sys.stderr)
 
 
 def percentile(values: list[float], p: float) -> float:

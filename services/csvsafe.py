@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from decimal import Decimal
@@ -59,54 +60,70 @@ def timestamp(value) -> str:
 
 
 KINDS = {"text": text, "number": number, "timestamp": timestamp, "any": cell}
+_TRIGGER_SET = frozenset(_TRIGGERS)
 
 
-class Writer:
-    """Rows in, CSV text out in chunks of about `chunk` characters.
+def row_fixer(kinds: Iterable[str]):
+    """A function making one row's values CSV-safe, by column kind (text, number, timestamp, any).
 
-    `kinds` (one of text, number, timestamp, any per column) skips the per-value type checks of
-    cell() on the hot path of a large export.
+    The hot path of a large export: numbers are left alone (csv writes None as an empty cell),
+    and only text cells that begin with a trigger character are touched.
     """
+    kinds = list(kinds)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown column kinds {unknown}")
+    texts = [i for i, k in enumerate(kinds) if k == "text"]
+    times = [i for i, k in enumerate(kinds) if k == "timestamp"]
+    anys = [i for i, k in enumerate(kinds) if k == "any"]
 
-    def __init__(self, header: Iterable[str], *, chunk: int = 64 * 1024,
-                 kinds: Iterable[str] | None = None):
-        self.convert = [KINDS[k] for k in kinds] if kinds is not None else None
-        self.buf = io.StringIO()
-        # RFC 4180: CRLF line ends, fields with a comma, quote or line break quoted, quotes doubled.
-        self.writer = csv.writer(self.buf, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-        self.chunk = chunk
-        self.count = 0
-        self.writer.writerow([neutralise(h) for h in header])
+    def fix(row) -> list:
+        vals = list(row)
+        for i in texts:
+            v = vals[i]
+            if v:
+                if v.__class__ is not str:
+                    v = vals[i] = str(v)
+                if v[0] in _TRIGGER_SET:
+                    vals[i] = PREFIX + v
+        for i in times:
+            v = vals[i]
+            if v is not None:
+                vals[i] = v.isoformat(sep=" ", timespec="seconds")
+        for i in anys:
+            vals[i] = cell(vals[i])
+        return vals
 
-    def add(self, values: Iterable) -> str | None:
-        """Write one row; returns a chunk of text when enough has piled up, else None."""
-        if self.convert is None:
-            self.writer.writerow([cell(v) for v in values])
-        else:
-            self.writer.writerow([f(v) for f, v in zip(self.convert, values, strict=True)])
-        self.count += 1
-        if self.buf.tell() >= self.chunk:
-            return self.take()
-        return None
+    return fix
 
-    def take(self) -> str:
-        text = self.buf.getvalue()
-        self.buf.seek(0)
-        self.buf.truncate()
-        return text
+
+def _writer(buf):
+    # RFC 4180: CRLF line ends, fields with a comma, quote or line break quoted, quotes doubled.
+    return csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
 
 
 def stream(header: Iterable[str], rows: Iterable[Iterable], *, chunk: int = 64 * 1024,
-           kinds: Iterable[str] | None = None, counter: list | None = None) -> Iterator[str]:
-    """CSV text of `rows`, yielded chunk by chunk; `counter[0]` holds the rows written so far."""
-    w = Writer(header, chunk=chunk, kinds=kinds)
-    for values in rows:
-        out = w.add(values)
+           kinds: Iterable[str] | None = None, counter: list | None = None,
+           batch: int = 500) -> Iterator[str]:
+    """CSV text of `rows`, yielded in chunks of about `chunk` characters; `counter[0]` holds the
+    rows written so far. Without `kinds` every value goes through cell()."""
+    header = list(header)
+    fix = row_fixer(kinds) if kinds is not None else (lambda r: [cell(v) for v in r])
+    buf = io.StringIO()
+    w = _writer(buf)
+    w.writerow([neutralise(h) for h in header])
+    it = iter(rows)
+    written = 0
+    while part := list(itertools.islice(it, batch)):
+        w.writerows(map(fix, part))
+        written += len(part)
         if counter is not None:
-            counter[0] = w.count
-        if out:
-            yield out
-    tail = w.take()
+            counter[0] = written
+        if buf.tell() >= chunk:
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    tail = buf.getvalue()
     if tail:
         yield tail
 

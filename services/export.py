@@ -100,7 +100,8 @@ def count(job: Export) -> int:
 
 def rows(job: Export, *, batch: int = BATCH) -> Iterator[tuple]:
     """Matching rows as tuples, fetched `batch` at a time through a server-side cursor."""
-    result = db.session.execute(job.statement().execution_options(yield_per=batch))
+    # Core execution on the session's connection: plain rows, without the ORM's per-row work.
+    result = db.session.connection().execute(job.statement().execution_options(yield_per=batch))
     try:
         for part in result.partitions():
             yield from part

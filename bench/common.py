@@ -537,12 +537,10 @@ def pgbench(url: str, script: Path, *, name: str, clients: int, seconds: float,
     for k, v in variables.items():
         base += ["-D", f"{k}={v}"]
     if warmup:
-        subprocess.run(base + ["-T", str(max(1, int(warmup))), libpq(url)], capture_output=True,
-                       text=True, check=True)
+        _checked(base + ["-T", str(max(1, round(warmup))), libpq(url)])
     with tempfile.TemporaryDirectory() as d:
-        res = subprocess.run(base + ["-T", str(max(1, int(seconds))), "-l", "--log-prefix",
-                                     f"{d}/pgb", libpq(url)],
-                             capture_output=True, text=True, check=True)
+        res = _checked(base + ["-T", str(max(1, round(seconds))), "-l", "--log-prefix", f"{d}/pgb",
+                               libpq(url)])
         lat = []
         for log in Path(d).glob("pgb*"):
             for line in log.read_text().splitlines():
@@ -557,6 +555,13 @@ def pgbench(url: str, script: Path, *, name: str, clients: int, seconds: float,
     return Figure(name=name, requests=len(lat), seconds=float(int(seconds)), errors=failed,
                   p50_ms=percentile(lat, 50), p95_ms=percentile(lat, 95), p99_ms=percentile(lat, 99),
                   note=f"{clients} clients, pgbench")
+
+
+def _checked(cmd: list[str]) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({res.returncode}):\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
+    return res
 
 
 # --- the table ------------------------------------------------------------------------------------

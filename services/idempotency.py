@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from models import IdempotencyRecord, db, utcnow
 from services.db import atomic
@@ -92,6 +95,58 @@ def claim(*, scope: str, key: str, request_hash: str, ttl: timedelta = TTL,
         return _answer(rec, request_hash)
 
 
+def claim_in(s: Session, *, scope: str, key: str, request_hash: str, ttl: timedelta = TTL,
+             lease: timedelta = LEASE) -> Claim:
+    """claim() inside the caller's transaction, so the call and its stored reply commit together.
+
+    INSERT ... ON CONFLICT DO NOTHING: a concurrent first call with the same key makes this one
+    wait for its commit and then replay its reply (or take the key over if it rolled back).
+    """
+    now = utcnow()
+    table = IdempotencyRecord.__table__
+    dialect = s.get_bind().dialect.name
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    rid = s.execute(ins(table).values(
+        scope=scope, key=key, request_hash=request_hash, status="in_progress", created_at=now,
+        expires_at=now + ttl).on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(table.c.id)).scalar()
+    if rid is not None:
+        return Claim(record_id=rid)
+    rec = s.scalar(select(IdempotencyRecord).where(
+        IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+        .with_for_update().execution_options(populate_existing=True))
+    if rec is None:  # pragma: no cover - only if a cleanup deleted it in between
+        raise IdempotencyInUse("The idempotency key is busy; retry shortly.")
+    if rec.expires_at <= now:
+        rec.request_hash, rec.status, rec.created_at = request_hash, "in_progress", now
+        rec.expires_at, rec.response_status, rec.response_body = now + ttl, None, None
+        return Claim(record_id=rec.id)
+    if rec.status == "in_progress" and rec.request_hash == request_hash and rec.created_at <= now - lease:
+        rec.created_at = now  # abandoned claim of a two-transaction call: take it over
+        return Claim(record_id=rec.id)
+    return _answer(rec, request_hash)
+
+
+def complete_in(s: Session, *, record_id: int, status: int, body: dict) -> None:
+    """complete() inside the caller's transaction."""
+    s.execute(update(IdempotencyRecord).where(IdempotencyRecord.id == record_id).values(
+        status="completed", response_status=status, response_body=body)
+        .execution_options(synchronize_session=False))
+
+
+def remember(*, scope: str, key: str, request_hash: str, status: int, body: dict,
+             ttl: timedelta = TTL) -> None:
+    """Store a final answer whose call was rolled back (402...), unless another is stored."""
+    now = utcnow()
+    table = IdempotencyRecord.__table__
+    with atomic() as s:
+        ins = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        s.execute(ins(table).values(
+            scope=scope, key=key, request_hash=request_hash, status="completed", created_at=now,
+            expires_at=now + ttl, response_status=status, response_body=body)
+            .on_conflict_do_nothing(index_elements=["scope", "key"]))
+
+
 def complete(*, record_id: int, status: int, body: dict) -> None:
     """Store the reply of a claimed call so that retries replay it."""
     with atomic() as s:
@@ -128,4 +183,5 @@ def get(*, scope: str, key: str) -> IdempotencyRecord | None:
                                                              IdempotencyRecord.key == key))
 
 
-__all__ = ["Claim", "claim", "complete", "release", "cleanup", "request_hash", "get", "TTL", "LEASE"]
+__all__ = ["Claim", "claim", "claim_in", "complete", "complete_in", "remember", "release", "cleanup",
+           "request_hash", "get", "TTL", "LEASE"]

@@ -30,7 +30,7 @@ def _explicit_credits_allowed() -> None:
                       "The Idempotency-Key is also the ledger key `api-debit:<key>`, shared with "
                       "batch items.")
 @api_key_required("debits:write")
-@idempotent
+@idempotent(one_transaction=True)
 def debit(external_id: str):
     body = parse(sc.DebitIn)
     path_text(external_id)
@@ -56,7 +56,7 @@ def debit(external_id: str):
                       "feature, IDEMPOTENCY_KEY_REUSED) does not stop the others. Items with "
                       "`credits` need scope grants:write.")
 @api_key_required("debits:write")
-@idempotent
+@idempotent(one_transaction=True)
 def debit_batch():
     body = parse(sc.BatchIn)
     if any(it.credits is not None for it in body.debits):

@@ -61,6 +61,9 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
     JobSpec("rollup_ledger", "Analytics rollups",
             "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics.",
             "15 * * * *", 60, "%Y-%m-%dT%H"),
+    JobSpec("cleanup_idempotency", "Idempotency cleanup",
+            "Delete stored API replies (Idempotency-Key records) past their 24 h retention.",
+            "45 3 * * *", 360, "%Y-%m-%d"),
 ]}
 
 

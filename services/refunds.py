@@ -131,11 +131,13 @@ def _own_key(key: str | None) -> str:
 
 
 def request(*, payment_id: int, reason: str, credits: int | None = None, staff=None,
-            actor: Actor | None = None, key: str | None = None, ip: str | None = None) -> Refund:
+            actor: Actor | None = None, key: str | None = None, ip: str | None = None,
+            customer_id: int | None = None) -> Refund:
     """Ask for a refund of `credits` unused credits of one purchase (all refundable by default).
 
     The money is credits x cost basis, rounded down. Checked against the eligibility rules under
-    the payment's lock, so two requests never promise the same credits.
+    the payment's lock, so two requests never promise the same credits. `customer_id`, when
+    given, must own the payment (an API caller names the customer).
     """
     reason = (reason or "").strip()
     if len(reason) < 3:
@@ -149,6 +151,8 @@ def request(*, payment_id: int, reason: str, credits: int | None = None, staff=N
     actor = Actor.of_staff(staff) if staff is not None else (actor or SYSTEM)
     with atomic() as s:
         payment = lock_payment(s, payment_id)
+        if customer_id is not None and payment.customer_id != customer_id:
+            raise NotFound(f"No payment {payment_id} of this customer.")
         if key and (done := s.scalar(select(Refund).where(Refund.idempotency_key == own_key))):
             if done.payment_id != payment.id or (credits is not None and done.credits != credits):
                 raise IdempotencyConflict("This request key was already used for another refund.")

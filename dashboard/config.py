@@ -41,6 +41,28 @@ def _engine_options() -> dict:
     return opts
 
 
+def _ai_providers() -> list[dict]:
+    """AI provider endpoints in fallback order (docs/tasks.md): AI_PROVIDER_NAMES lists them
+    ("primary,fallback" by default); each is AI_<NAME>_BASE_URL (with /v1), AI_<NAME>_API_KEY,
+    AI_<NAME>_TIMEOUT (read, seconds), AI_<NAME>_CONNECT_TIMEOUT and AI_<NAME>_{CHAT,IMAGE,VIDEO}_MODEL.
+    A name without a base URL is left out."""
+    out = []
+    for name in (os.environ.get("AI_PROVIDER_NAMES") or "primary,fallback").split(","):
+        name = name.strip()
+        env = f"AI_{name.upper()}_"
+        if not name or not os.environ.get(env + "BASE_URL"):
+            continue
+        entry = {"name": name, "base_url": os.environ[env + "BASE_URL"],
+                 "api_key": os.environ.get(env + "API_KEY", ""),
+                 "timeout": float(os.environ.get(env + "TIMEOUT", "60")),
+                 "connect_timeout": float(os.environ.get(env + "CONNECT_TIMEOUT", "5"))}
+        for kind in ("chat", "image", "video"):
+            if os.environ.get(f"{env}{kind.upper()}_MODEL"):
+                entry[f"{kind}_model"] = os.environ[f"{env}{kind.upper()}_MODEL"]
+        out.append(entry)
+    return out
+
+
 def from_env() -> dict:
     """The whole configuration as a dict; `create_app(config=...)` overrides any of it."""
     INSTANCE.mkdir(exist_ok=True)
@@ -79,4 +101,16 @@ def from_env() -> dict:
         # argon2id at OWASP strength; tests lower it through create_app(config=...)
         "ARGON2_TIME_COST": int(os.environ.get("ARGON2_TIME_COST", "3")),
         "ARGON2_MEMORY_COST": int(os.environ.get("ARGON2_MEMORY_COST", str(64 * 1024))),
+        # Provider-backed tasks and the metered chat endpoint (docs/tasks.md, docs/api.md)
+        "AI_PROVIDERS": _ai_providers(),
+        "AI_RUNNER_TYPES": os.environ.get("AI_RUNNER_TYPES", ""),
+        "AI_TASK_MAX_ATTEMPTS": int(os.environ.get("AI_TASK_MAX_ATTEMPTS", "3")),
+        "AI_RETRY_BASE_SECONDS": float(os.environ.get("AI_RETRY_BASE_SECONDS", "10")),
+        "AI_RETRY_MAX_SECONDS": float(os.environ.get("AI_RETRY_MAX_SECONDS", "600")),
+        "AI_RUNNER_BATCH": int(os.environ.get("AI_RUNNER_BATCH", "10")),
+        "AI_RUNNER_MAX_TASKS_PER_RUN": int(os.environ.get("AI_RUNNER_MAX_TASKS_PER_RUN", "500")),
+        "AI_POLL_LEASE_SECONDS": float(os.environ.get("AI_POLL_LEASE_SECONDS", "25")),
+        "AI_CHAT_DEFAULT_MAX_TOKENS": int(os.environ.get("AI_CHAT_DEFAULT_MAX_TOKENS", "1024")),
+        "AI_CHAT_CACHE_TTL_SECONDS": int(os.environ.get("AI_CHAT_CACHE_TTL_SECONDS", "0")),
+        "AI_CHAT_CACHE_HIT_PERCENT": int(os.environ.get("AI_CHAT_CACHE_HIT_PERCENT", "100")),
     }

@@ -2,6 +2,7 @@
 from models.analytics import LedgerDaily, LedgerRollupState
 from models.base import db, utcnow
 from models.catalog import CreditPackage, FeaturePrice, Plan, Setting, SettingChange
+from models.chat import PromptCache
 from models.customer import Account, Customer
 from models.job import JobRun, JobRunError, WebhookEvent
 from models.ledger import Allocation, CreditGrant, IdempotencyRecord, LedgerEntry
@@ -12,6 +13,6 @@ from models.task import Task, TaskLog
 __all__ = [
     "db", "utcnow", "Account", "AdjustmentRequest", "Allocation", "ApiKey", "AuditLog",
     "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
-    "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "Payment", "Plan",
+    "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "Payment", "Plan", "PromptCache",
     "Refund", "Setting", "SettingChange", "Staff", "Task", "TaskLog", "WebhookEvent",
 ]

@@ -307,3 +307,8 @@ def razorpay_order_paid(order: dict, payment: dict) -> dict:
 def razorpay_refund_processed(refund: dict, payment: dict) -> dict:
     """`refund.processed`: carries the refund and its payment."""
     return razorpay_event("refund.processed", {"refund": refund, "payment": payment})
+
+
+def flip_last(signature: str) -> str:
+    """The same signature with its last character changed: always a different, invalid one."""
+    return signature[:-1] + ("0" if signature[-1:] != "0" else "1")

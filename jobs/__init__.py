@@ -66,6 +66,11 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
             "45 3 * * *", 360, "%Y-%m-%d"),
 ]}
 
+# The task runner's loops (services/runner): every 5 s and every 30 s, same leader rule.
+from jobs.runner_jobs import RUNNER_JOBS  # noqa: E402 - needs JobSpec above
+
+JOBS.update({j.name: j for j in RUNNER_JOBS})
+
 
 def spec(name: str) -> JobSpec:
     name = name.replace("-", "_")

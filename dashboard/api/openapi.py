@@ -33,6 +33,7 @@ STATUS_OF = {
     "RATE_LIMITED": "429", "CRON_BASIC_AUTH_MISCONFIGURED": "500",
     "CREDITS_DISTRIBUTION_FAILED": "500", "INTERNAL_ERROR": "500",
     "CUSTOMER_WEBHOOK_MISCONFIGURED": "500",
+    "AI_PROVIDER_ERROR": "502", "AI_NOT_CONFIGURED": "503",
 }
 _CONVERTER = re.compile(r"<(?:(?P<conv>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 

@@ -57,6 +57,7 @@ PROCESSABLE = ("approved", "failed")
 # makes the provider answer with the refund it already made, if it made one.
 STALE_PROCESSING = timedelta(minutes=5)
 MAX_REASON = 500
+RAZORPAY_MIN_REFUND = 100  # minor units: Razorpay refuses smaller refunds
 
 
 def lock_payment(s: Session, payment_id: int) -> Payment:
@@ -174,6 +175,9 @@ def request(*, payment_id: int, reason: str, credits: int | None = None, staff=N
         if amount <= 0:
             raise RefundNotEligible(f"{credits:,} credits are worth less than the smallest "
                                     f"unit of {payment.currency}.", details={"credits": "too few"})
+        if payment.provider == "razorpay" and amount < RAZORPAY_MIN_REFUND:
+            raise RefundNotEligible("Razorpay refunds start at 1.00 (100 minor units); ask for "
+                                    "more credits.", details={"credits": "too few"})
         now = utcnow()
         refund = Refund(payment_id=payment.id, customer_id=payment.customer_id, status="requested",
                         credits=credits, amount_minor=amount, currency=payment.currency,

@@ -3,12 +3,14 @@ request -> approve (maker-checker) -> process; provider failures and retries; th
 refund webhook arriving before and after our own settlement; one claw-back whoever is first."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 from sqlalchemy import select
 
 from models import AuditLog, Payment, Refund, db
 from services import eligibility, reconcile, refunds
-from services.errors import Forbidden, PaymentProviderError, RefundNotEligible
+from services.errors import Conflict, Forbidden, PaymentProviderError, RefundNotEligible
 from tests.test_refunds_support import *  # noqa: F403 - fixtures
 from tests.test_refunds_support import (
     balance_of,
@@ -270,3 +272,32 @@ def test_a_double_submitted_request_files_once(pay_app, pay_api, make, stripe_se
     a = refunds.request(payment_id=p.id, credits=10, reason="x" * 5, staff=people["support"], key="k1")
     b = refunds.request(payment_id=p.id, credits=10, reason="x" * 5, staff=people["support"], key="k1")
     assert a.id == b.id and len(refund_rows(p.id)) == 1
+
+
+def test_two_approvers_processing_at_once_call_the_provider_once(
+        pay_app, pay_api, make, stripe_server, razorpay_server, people):
+    p = purchase("stripe", pay_app, pay_api, make, stripe_server, razorpay_server)
+    r = approved(p, people, credits=400)
+    deciders = [people["finance"], people["admin"]]
+    for s in deciders:
+        assert s.id and s.role and s.email  # loaded here, read by the threads
+    outcomes, start = [], threading.Barrier(2)
+
+    def go(staff):
+        with pay_app.app_context():
+            start.wait()
+            try:
+                outcomes.append(refunds.process(refund_id=r.id, staff=staff).status)
+            except Conflict as err:
+                outcomes.append(f"conflict: {err}")
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in deciders]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "processed"], outcomes
+    assert len(stripe_server.requests_to("POST", "/v1/refunds")) == 1
+    assert [c.amount for c in clawbacks(p.id)] == [-400]
+    assert reconcile.run().ok

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import and_, func, select, text
+from sqlalchemy import func, select, text
 
 from models import Customer, FeaturePrice, LedgerEntry, Payment, Refund, db, utcnow
 from services import ledger_rollup
@@ -212,16 +212,24 @@ def _refunds(rng: Range) -> tuple[dict[str, dict], int]:
 
 
 def top_customers(rng: Range, limit: int = TOP) -> list[dict]:
-    """Customers who spent the most credits in the range (net of returned credits)."""
+    """Customers who spent the most credits in the range (net of returned credits).
+
+    Two narrow queries instead of one self-join: debits through the (type, created_at) index,
+    and the few returns joined to the debits they return."""
     E = LedgerEntry
-    spend = (E.type == "debit") | and_(E.type.in_(("refund", "reversal")), E.amount > 0,
-                                        R.type == "debit")
-    q = (select(E.customer_id, (-func.sum(E.amount)).label("credits"))
-         .select_from(E).outerjoin(R, R.id == E.related_entry_id)
-         .where(E.created_at >= rng.start, E.created_at < rng.end, spend)
-         .group_by(E.customer_id).order_by(func.sum(E.amount), E.customer_id).limit(limit))
-    rows = db.session.execute(q).all()
-    ids = [r.customer_id for r in rows]
+    inside = (E.created_at >= rng.start, E.created_at < rng.end)
+    spent: dict[int, int] = defaultdict(int)
+    for cid, total in db.session.execute(
+            select(E.customer_id, func.sum(E.amount)).where(E.type == "debit", *inside)
+            .group_by(E.customer_id)):
+        spent[cid] -= int(total)
+    for cid, total in db.session.execute(
+            select(E.customer_id, func.sum(E.amount)).join(R, R.id == E.related_entry_id)
+            .where(E.type.in_(("refund", "reversal")), E.amount > 0, R.type == "debit", *inside)
+            .group_by(E.customer_id)):
+        spent[cid] -= int(total)
+    ranked = sorted(((c, v) for c, v in spent.items() if v > 0), key=lambda t: (-t[1], t[0]))[:limit]
+    ids = [c for c, _v in ranked]
     if not ids:
         return []
     people = {c.id: c for c in db.session.scalars(select(Customer).where(Customer.id.in_(ids)))}
@@ -232,8 +240,8 @@ def top_customers(rng: Range, limit: int = TOP) -> list[dict]:
                    Payment.paid_at >= rng.start, Payment.paid_at < rng.end)
             .group_by(Payment.customer_id, Payment.currency)):
         paid[cid][currency] = int(amount)
-    return [{"customer": people[r.customer_id], "credits": int(r.credits),
-             "paid": dict(sorted(paid[r.customer_id].items()))} for r in rows if r.credits > 0]
+    return [{"customer": people[c], "credits": v, "paid": dict(sorted(paid[c].items()))}
+            for c, v in ranked]
 
 
 def _economics(movements: list[Movement], what_if: int | None) -> Economics:

@@ -156,8 +156,9 @@ def refresh(*, now: datetime | None = None, full: bool = False) -> Refreshed:
             lo, hi = _midnight(first), _midnight(last + timedelta(days=1))
             s.execute(delete(LedgerDaily).where(LedgerDaily.day >= first, LedgerDaily.day <= last))
             cols = ["day", "kind", "feature", "source", "currency", "credits", "value_micros"]
-            res = s.execute(insert(LedgerDaily).from_select(cols, movements(lo, hi)))
-            rows += max(res.rowcount or 0, 0)
+            s.execute(insert(LedgerDaily).from_select(cols, movements(lo, hi)))
+            rows += s.scalar(select(func.count()).select_from(LedgerDaily)
+                             .where(LedgerDaily.day >= first, LedgerDaily.day <= last))
         st.rolled_through = max(through, st.rolled_through) if st.rolled_through else through
         st.max_entry_id = top
         st.updated_at = utcnow()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from fractions import Fraction
 
-from sqlalchemy import case, func, select, text
+from sqlalchemy import and_, case, func, or_, select, text, true
 
 from models import Account, CreditGrant, db, utcnow
 from services import csvsafe
@@ -134,61 +134,102 @@ class Report:
                  "cells": [p.get(k) for p in per]} for k in [*keys, "closing"]]
 
 
-def _groups(start: datetime, end: datetime) -> list[Group]:
-    line = case((E.created_at < start, "opening"), else_=kind_expr())
-    q = (select(G.source, G.currency, G.cost_minor, G.amount, line.label("line"),
-                func.sum(A.credits))
+def _class_expr():
+    return case((G.source.in_(PAID_SOURCES), "paid"), else_="promotional")
+
+
+def _add(groups: dict, cls: str, currency: str | None, cost, amount, key: str, credits: int,
+         sign: int = 1) -> None:
+    g = groups.setdefault((cls, currency or ""), Group(cls, currency or ""))
+    g.credits[key] += sign * int(credits)
+    if amount and cost:
+        g.value[key] += sign * Fraction(int(credits) * int(cost), int(amount))
+
+
+def _movements(line, *where) -> list:
+    """Allocations summed per (class, currency, cost basis, line). Buckets of one cost basis
+    share a value per credit, so the value of each sum is exact: credits x cost / amount."""
+    q = (select(_class_expr(), G.currency, G.cost_minor, G.amount, line, func.sum(A.credits))
          .select_from(A).join(E, E.id == A.entry_id).join(G, G.id == A.grant_id)
-         .outerjoin(R, R.id == E.related_entry_id)
-         .where(E.created_at < end)
-         .group_by(G.id, text("1"), text("2"), text("3"), text("4"), text("5")))
+         .outerjoin(R, R.id == E.related_entry_id).where(*where)
+         .group_by(*[text(str(i)) for i in range(1, 6)]))
+    return db.session.execute(q).all()
+
+
+def _groups(start: datetime, end: datetime, from_end: bool) -> list[Group]:
+    """Every line of every group. From the beginning: opening = allocations before the month.
+    From the end (recent months, fewer rows to read): closing = the buckets now minus what moved
+    after the month; opening = closing minus the month's lines. Both give the same figures
+    while the ledger's invariants hold (checked by services.reconcile)."""
     groups: dict[tuple[str, str], Group] = {}
-    for source, currency, cost, amount, key, credits in db.session.execute(q):
-        cls = "paid" if source in PAID_SOURCES else "promotional"
-        g = groups.setdefault((cls, currency or ""), Group(cls, currency or ""))
-        credits = int(credits)
-        g.credits[key] += credits
-        if amount and cost:
-            g.value[key] += Fraction(credits * int(cost), int(amount))
-    return [groups[k] for k in sorted(groups, key=lambda k: (CLASSES.index(k[0]), k[1]))]
+    if not from_end:
+        line = case((E.created_at < start, "opening"), else_=kind_expr())
+        for cls, cur, cost, amount, key, credits in _movements(line, E.created_at < end):
+            _add(groups, cls, cur, cost, amount, key, credits)
+    else:
+        now = (select(_class_expr(), G.currency, G.cost_minor, G.amount, func.sum(G.remaining))
+               .group_by(*[text(str(i)) for i in range(1, 5)]))
+        for cls, cur, cost, amount, credits in db.session.execute(now):
+            _add(groups, cls, cur, cost, amount, "opening", credits)
+        line = case((E.created_at >= end, "after"), else_=kind_expr())
+        for cls, cur, cost, amount, key, credits in _movements(line, E.created_at >= start):
+            # Subtract what moved after the month, and the month's own lines, from today's state.
+            _add(groups, cls, cur, cost, amount, "opening", credits, sign=-1)
+            if key != "after":
+                _add(groups, cls, cur, cost, amount, key, credits)
+    for g in groups.values():
+        g.credits.pop("after", None)
+        g.value.pop("after", None)
+    return [groups[k] for k in sorted(groups, key=lambda k: (CLASSES.index(k[0]), k[1]))
+            if any(groups[k].credits.values()) or groups[k].closing]
 
 
-def _entry_sum(*where) -> int:
-    return int(db.session.scalar(select(func.coalesce(func.sum(E.amount), 0))
-                                 .select_from(E).outerjoin(R, R.id == E.related_entry_id)
-                                 .where(*where)) or 0)
-
-
-def _checks(groups: list[Group], start: datetime, end: datetime) -> list[Check]:
-    """The report against the ledger's own records, line by line."""
+def _checks(groups: list[Group], start: datetime, end: datetime, from_end: bool) -> list[Check]:
+    """The report against the ledger's own entries, line by line, in one scan of the entries."""
     def total(key):
         return sum(g.closing if key == "closing" else g.credits[key] for g in groups)
 
-    inside = (E.created_at >= start, E.created_at < end)
-    ret = (E.type.in_(("refund", "reversal")), E.amount > 0)
+    inside = and_(E.created_at >= start, E.created_at < end)
+    ret = and_(E.type.in_(("refund", "reversal")), E.amount > 0)
+    conds = {
+        "grants": or_(E.type == "grant", and_(E.type == "adjustment", E.amount > 0)),
+        "spent": E.type == "debit",
+        "returned": and_(ret, R.type == "debit"),
+        "adjusted": or_(and_(E.type == "adjustment", E.amount < 0), and_(ret, R.type == "adjustment")),
+        "expired": E.type == "expiry",
+        "refunded": or_(E.type == "clawback", and_(E.type == "reversal", E.amount < 0)),
+        "month": true(),
+    }
+    cols = [func.coalesce(func.sum(case((and_(inside, c), E.amount), else_=0)), 0) for c in conds.values()]
+    if from_end:
+        cols.append(func.coalesce(func.sum(case((E.created_at >= end, E.amount), else_=0)), 0))
+        where = E.created_at >= start
+    else:
+        cols.append(func.coalesce(func.sum(case((E.created_at < start, E.amount), else_=0)), 0))
+        where = E.created_at < end
+    row = db.session.execute(select(*cols).select_from(E).outerjoin(R, R.id == E.related_entry_id)
+                             .where(where)).one()
+    sums = dict(zip(conds, (int(v) for v in row[:-1]), strict=True))
+    balances = int(db.session.scalar(select(func.coalesce(func.sum(Account.balance), 0))) or 0)
+    if from_end:  # entries before the month's end = all entries (the balances) - those after it
+        closing = balances - int(row[-1])
+        opening = closing - sums["month"]
+    else:
+        opening = int(row[-1])
+        closing = opening + sums["month"]
     checks = [
-        Check("opening = sum of ledger entries before the month", _entry_sum(E.created_at < start),
-              total("opening")),
-        Check("closing = sum of ledger entries before the month's end", _entry_sum(E.created_at < end),
-              total("closing")),
-        Check("purchased + granted = grant entries + positive adjustments",
-              _entry_sum(*inside, E.type == "grant") + _entry_sum(*inside, E.type == "adjustment",
-                                                                  E.amount > 0),
+        Check("opening = sum of ledger entries before the month", opening, total("opening")),
+        Check("closing = sum of ledger entries before the month's end", closing, total("closing")),
+        Check("purchased + granted = grant entries + positive adjustments", sums["grants"],
               total("purchased") + total("granted")),
-        Check("spent = debit entries", _entry_sum(*inside, E.type == "debit"), total("spent")),
-        Check("returned = refunds and reversals of debits",
-              _entry_sum(*inside, *ret, R.type == "debit"), total("returned")),
-        Check("adjusted = negative adjustments and their returns",
-              _entry_sum(*inside, E.type == "adjustment", E.amount < 0)
-              + _entry_sum(*inside, *ret, R.type == "adjustment"), total("adjusted")),
-        Check("expired = expiry entries", _entry_sum(*inside, E.type == "expiry"), total("expired")),
-        Check("refunded = claw-backs and grant reversals",
-              _entry_sum(*inside, E.type == "clawback")
-              + _entry_sum(*inside, E.type == "reversal", E.amount < 0), total("refunded")),
+        Check("spent = debit entries", sums["spent"], total("spent")),
+        Check("returned = refunds and reversals of debits", sums["returned"], total("returned")),
+        Check("adjusted = negative adjustments and their returns", sums["adjusted"], total("adjusted")),
+        Check("expired = expiry entries", sums["expired"], total("expired")),
+        Check("refunded = claw-backs and grant reversals", sums["refunded"], total("refunded")),
         Check("nothing unclassified", 0, total("other")),
     ]
     if end > utcnow():  # the month is still open: its closing is today's state
-        balances = int(db.session.scalar(select(func.coalesce(func.sum(Account.balance), 0))) or 0)
         checks.append(Check("closing = sum of account balances now", balances, total("closing")))
         by_class: dict[str, int] = defaultdict(int)
         for source, remaining in db.session.execute(
@@ -201,12 +242,32 @@ def _checks(groups: list[Group], start: datetime, end: datetime) -> list[Check]:
     return checks
 
 
-def build(period: str) -> Report:
-    """The roll-forward of one month (UTC)."""
+def _snapshot() -> None:
+    """Read the whole report from one snapshot (PostgreSQL REPEATABLE READ), so that debits
+    committed while it runs cannot make its queries disagree."""
+    s = db.session()  # the Session behind the scoped proxy
+    if s.in_transaction():
+        s.rollback()
+    if s.get_bind().dialect.name == "postgresql":
+        s.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def build(period: str, *, direction: str = "auto") -> Report:
+    """The roll-forward of one month (UTC). direction: auto (whichever side of the ledger is
+    smaller to read), "start" (from the first entry) or "end" (back from today's buckets)."""
     start, end = month_bounds(period)
-    groups = _groups(start, end)
-    return Report(period=period, start=start, end=end, groups=groups,
-                  checks=_checks(groups, start, end))
+    _snapshot()
+    try:
+        first = db.session.scalar(select(func.min(E.created_at)))
+        if direction == "auto":
+            from_end = first is not None and utcnow() - start < start - first
+        else:
+            from_end = direction == "end"
+        groups = _groups(start, end, from_end)
+        checks = _checks(groups, start, end, from_end)
+    finally:
+        db.session.rollback()
+    return Report(period=period, start=start, end=end, groups=groups, checks=checks)
 
 
 def remaining_value_now() -> dict[tuple[str, str], Fraction]:

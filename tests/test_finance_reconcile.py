@@ -108,7 +108,7 @@ def test_command_page_and_csv(make, app, login, tmp_path):
     assert "missing_grant" in res.output and f"payment {missing.id}" in res.output
     rows = list(csv.DictReader(out.open(newline="", encoding="utf-8")))
     assert {(r["status"], r["ok"]) for r in rows} == {("matched", "true"), ("missing_grant", "false")}
-    html = login("finance").get("/reports/").get_data(as_text=True)
+    html = login("finance").get("/reports/reconciliation").get_data(as_text=True)
     assert "1 problem(s)" in html and "missing grant" in html and "pi_missing" in html
     csv_resp = login("admin").get("/reports/reconciliation.csv")
     assert csv_resp.status_code == 200 and b"missing_grant" in csv_resp.data

@@ -26,9 +26,15 @@ def _csv(text: str, filename: str, action: str, details: dict) -> Response:
 def index():
     period = rollforward.parse_period(request.args.get("month"))
     report = rollforward.build(period)
-    recon = payment_reconcile.run()
-    return htmx.render("reports/index.html", "report", r=report, periods=rollforward.periods(),
-                       lines=rollforward.LINES, recon=recon, shown=PROBLEMS_SHOWN)
+    return htmx.render("reports/index.html", "report", r=report, periods=rollforward.periods())
+
+
+@bp.get("/reconciliation")
+@require("analytics.view")
+def reconciliation():
+    """Provider reconciliation: loaded into the reports page by htmx, or a page of its own."""
+    return htmx.render("reports/reconciliation.html", "reconciliation",
+                       recon=payment_reconcile.run(), shown=PROBLEMS_SHOWN)
 
 
 @bp.get("/rollforward.csv")

@@ -112,6 +112,9 @@ def stream(header: Iterable[str], rows: Iterable[Iterable], *, chunk: int = 64 *
     buf = io.StringIO()
     w = _writer(buf)
     w.writerow([neutralise(h) for h in header])
+    yield buf.getvalue()  # the header at once: the download starts before the first row is read
+    buf.seek(0)
+    buf.truncate()
     it = iter(rows)
     written = 0
     while part := list(itertools.islice(it, batch)):

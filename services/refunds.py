@@ -262,7 +262,11 @@ def process(*, refund_id: int, staff=None, actor: Actor | None = None,
         payment = lock_payment(s, refund.payment_id)
         _check_still_refundable(s, refund, payment)
         before = refund.status
-        stale = (Refund.status == "processing") & (Refund.updated_at < utcnow() - STALE_PROCESSING)
+        cutoff = utcnow() - STALE_PROCESSING
+        if refund.status == "processing" and refund.updated_at >= cutoff:
+            raise Conflict(f"Refund #{refund.id} is being processed right now. If it is still "
+                           "processing in 5 minutes, retry it (same key: never refunded twice).")
+        stale = (Refund.status == "processing") & (Refund.updated_at < cutoff)
         refund = _transition(s, refund_id, PROCESSABLE, "processing", also=stale,
                              attempts=Refund.attempts + 1, error=None)
         call = dict(provider=payment.provider, payment_ref=payment.provider_payment_id,

@@ -4,11 +4,12 @@ refund webhook arriving before and after our own settlement; one claw-back whoev
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from models import AuditLog, Payment, Refund, db
+from models import AuditLog, Payment, Refund, db, utcnow
 from services import eligibility, reconcile, refunds
 from services.errors import Conflict, Forbidden, PaymentProviderError, RefundNotEligible
 from tests.test_refunds_support import *  # noqa: F403 - fixtures
@@ -300,4 +301,28 @@ def test_two_approvers_processing_at_once_call_the_provider_once(
     assert sorted(o.split(":")[0] for o in outcomes) == ["conflict", "processed"], outcomes
     assert len(stripe_server.requests_to("POST", "/v1/refunds")) == 1
     assert [c.amount for c in clawbacks(p.id)] == [-400]
+    assert reconcile.run().ok
+
+
+def test_a_refund_stuck_processing_is_retried_after_five_minutes(
+        pay_app, pay_api, make, stripe_server, razorpay_server, people):
+    """The process died after the provider made the refund and before it settled."""
+    p = purchase("stripe", pay_app, pay_api, make, stripe_server, razorpay_server)
+    r = approved(p, people, credits=200)
+    refunds._refund_at_provider(provider="stripe", payment_ref=p.provider_payment_id,
+                                amount=r.amount_minor, key=r.idempotency_key, refund_id=r.id,
+                                payment_id=p.id, customer_id=p.customer_id)
+    row = fresh(Refund, r.id)
+    row.status, row.updated_at = "processing", utcnow()
+    db.session.commit()
+    with pytest.raises(Conflict, match="being processed right now"):
+        refunds.process(refund_id=r.id, staff=people["finance"])
+
+    row = fresh(Refund, r.id)
+    row.updated_at = utcnow() - timedelta(minutes=6)
+    db.session.commit()
+    done = refunds.process(refund_id=r.id, staff=people["finance"])
+
+    assert done.status == "processed" and len(stripe_server.refunds) == 1
+    assert [c.amount for c in clawbacks(p.id)] == [-200]
     assert reconcile.run().ok

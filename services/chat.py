@@ -36,6 +36,7 @@ from services.db import atomic
 from services.errors import Conflict, IdempotencyInUse, ServiceError, ValidationFailed
 from services.ledger import SYSTEM, Actor
 from services.runner import metering, registry
+from services.runner.handlers import lock_task
 from services.runner.providers import ChatCompletions, ProviderError, Result, Usage, endpoints
 
 log = logging.getLogger("creditdesk.chat")
@@ -271,6 +272,7 @@ def _abandoned(p: Prepared, task: Task, text: str, actor: Actor) -> None:
     actual = metering.credits_for_tokens(p.price, tokens) if text else 0
     try:
         with atomic() as s:
+            lock_task(s, task.id)  # before the log row's key-share lock: no lock upgrade
             tasks.log(s, task.id, "client disconnected mid-stream; charged the text sent",
                       level="warning", data={"characters": len(text), "actual_credits": actual})
             tasks.complete(task_id=task.id, actual_credits=actual, actor=actor,

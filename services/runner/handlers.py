@@ -8,7 +8,8 @@ guards it with a conditional status update, and a late caller gets TaskAlreadyFi
 """
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from models import Task, utcnow
 from services import tasks
@@ -19,6 +20,11 @@ from services.runner.providers import Result
 
 RUNNER = Actor("job", "task_runner")
 MAX_TEXT = 60_000  # characters of generated text kept on the task row
+
+
+def lock_task(s: Session, task_id: int) -> None:
+    """The task row, FOR UPDATE (the mode services.tasks settles under; SQLite ignores it)."""
+    s.execute(select(Task.id).where(Task.id == task_id).with_for_update())
 
 
 class Handler:
@@ -40,6 +46,10 @@ class Handler:
         out = self.output(task, result) if output is None else output
         with atomic() as s:
             # Task row first (then services.tasks locks the account): the documented lock order.
+            # FOR UPDATE before anything else: a row first updated (FOR NO KEY UPDATE) and then
+            # locked FOR UPDATE by services.tasks is an upgrade, which deadlocks against a
+            # second settler already queued on the row.
+            lock_task(s, task.id)
             s.execute(update(Task).where(Task.id == task.id, Task.status == "processing")
                       .values(provider=result.provider, updated_at=utcnow())
                       .execution_options(synchronize_session=False))

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from models import Task, db, utcnow
 from services import tasks
@@ -148,6 +149,10 @@ def _guarded(task_id: int, out: LoopResult, cfg: Settings, step) -> None:
         step(_fresh(task_id), out, cfg)
     except TaskAlreadyFinished:
         out.skipped += 1
+    except DBAPIError as err:  # transient (deadlock, lost connection): leave the task as it is;
+        db.session.rollback()  # polled again next round, or refunded by the timeout sweep
+        log.warning("runner.task_db_error task_id=%s", task_id, exc_info=True)
+        out.errors.append(f"task {task_id}: database: {type(err.orig).__name__}")
     except Exception as err:  # noqa: BLE001 - reported in the run, the task refunded
         db.session.rollback()
         log.exception("runner.task_failed task_id=%s", task_id)

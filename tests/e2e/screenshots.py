@@ -1,12 +1,24 @@
 """Screenshots of the platform pages for docs/screenshots (run: python -m tests.e2e.screenshots).
 
-Also used by the browser test `test_screenshots_of_platform_pages`, so CI keeps them current.
+The browser tests take them on every run, so a page that breaks still fails them; they write
+into docs/screenshots only with UPDATE_SCREENSHOTS=1 (otherwise into a temporary folder), so
+an ordinary test run leaves the committed pictures alone.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def out_dir() -> Path:
+    """docs/screenshots when UPDATE_SCREENSHOTS=1, else a fresh temporary folder."""
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        OUT.mkdir(parents=True, exist_ok=True)
+        return OUT
+    return Path(tempfile.mkdtemp(prefix="creditdesk-shots-"))
 PAGES = [  # (file name, path)
     ("settings", "/settings/"),
     ("staff", "/staff/"),
@@ -48,4 +60,5 @@ def capture(page, out: Path = OUT) -> list[Path]:
 if __name__ == "__main__":  # pragma: no cover - a convenience for humans
     import pytest
 
+    os.environ["UPDATE_SCREENSHOTS"] = "1"
     raise SystemExit(pytest.main(["-q", "-k", "screenshots", str(Path(__file__).parent)]))

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.screenshots import out_dir
+
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
 def _in_app(live_server, fn):
@@ -152,7 +152,7 @@ def _prepare_screenshot_data(live_server) -> None:
 def test_screenshots_of_operations_pages(login_as, live_server):
     _prepare_screenshot_data(live_server)
     c = _a_customer(live_server)
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots = out_dir()  # docs/screenshots with UPDATE_SCREENshots=1
     page = login_as("admin")
     page.set_viewport_size({"width": 1360, "height": 1100})
     # The first screen of each page (long tables are cut where a person would scroll).
@@ -160,13 +160,13 @@ def test_screenshots_of_operations_pages(login_as, live_server):
                        ("customer-detail", f"/customers/{c['id']}"), ("plans", "/plans/"),
                        ("transactions", "/transactions/"), ("tasks", "/tasks/")]:
         page.goto(path)
-        page.screenshot(path=str(SHOTS / f"{name}.png"))
+        page.screenshot(path=str(shots / f"{name}.png"))
     page.goto("/pricing/")
     page.locator("tbody tr a").first.click()
     page.get_by_label("Credits per unit").fill("3")
     expect(page.locator("#impact")).to_contain_text("Based on")
-    page.screenshot(path=str(SHOTS / "pricing-impact.png"))
+    page.screenshot(path=str(shots / "pricing-impact.png"))
     assert page.js_errors == []
     for name in ("overview", "customers", "customer-detail", "plans", "transactions", "tasks",
                  "pricing-impact"):
-        assert (SHOTS / f"{name}.png").stat().st_size > 10_000
+        assert (shots / f"{name}.png").stat().st_size > 10_000

@@ -126,15 +126,14 @@ def test_pages_read_without_javascript(browser, live_server):
 
 
 def test_screenshots_of_platform_pages(page):
-    from tests.e2e.screenshots import capture
+    from tests.e2e.screenshots import capture, out_dir
 
-    saved = capture(page)
+    saved = capture(page, out_dir())
     assert all(p.stat().st_size > 10_000 for p in saved)
     assert page.js_errors == []
 
 
 def _shots():
-    from tests.e2e.screenshots import OUT
+    from tests.e2e.screenshots import out_dir
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    return OUT
+    return out_dir()

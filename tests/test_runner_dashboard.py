@@ -1,0 +1,59 @@
+"""The tasks page shows what the runner did (provider, attempts, external id, next attempt, logs),
+and staff retry and cancel-with-refund work on runner tasks."""
+from __future__ import annotations
+
+from services import ledger, tasks
+from services.runner import loops
+from tests import test_runner_support as support
+from tests.test_runner_support import chat_input, fresh
+
+ai, fakes = support.ai, support.fakes  # fixtures
+
+
+def test_detail_and_list_show_provider_attempts_external_id_and_logs(ai, app, login, make):
+    c = make.customer(credits=100)
+    sync = tasks.create(customer_id=c.id, type="chat", estimated_credits=10, input=chat_input())
+    job = tasks.create(customer_id=c.id, type="video", mode="async", estimated_credits=10,
+                       input={"prompt": "x"})
+    ai.primary.fail_next(1, 503, path="/v1/chat/completions")
+    app.config["AI_POLL_LEASE_SECONDS"] = 25
+    ai.primary.polls_to_finish = 2
+    loops.run_main()
+    loops.run_query()  # leases the job for 25 s: its next poll shows
+    staff = login("support")
+    page = staff.get(f"/tasks/{sync.id}").get_data(as_text=True)
+    assert "fallback" in page and "served by fallback" in page and "primary failed" in page
+    job_page = staff.get(f"/tasks/{job.id}").get_data(as_text=True)
+    external = fresh(job.id).external_task_id
+    assert external in job_page and "Next poll" in job_page
+    assert "via fallback" in staff.get("/tasks/").get_data(as_text=True)
+
+
+def test_staff_retry_of_a_failed_runner_task_runs_it_again(ai, login, make):
+    c = make.customer(credits=100)
+    t = tasks.create(customer_id=c.id, type="chat", estimated_credits=10, input=chat_input())
+    ai.primary.fail_next(3, 500)
+    ai.fallback.fail_next(3, 500)
+    loops.run_main()
+    assert fresh(t.id).status == "failed" and ledger.balance(c.id) == 100
+    admin = login("admin")
+    assert admin.post(f"/tasks/{t.id}/retry").status_code == 303
+    assert (fresh(t.id).status, ledger.balance(c.id)) == ("pending", 90)
+    loops.run_main()
+    task = fresh(t.id)
+    # 3 runs, the staff retry (services.tasks counts it), and the run that served it
+    assert (task.status, task.attempts, task.provider) == ("succeeded", 5, "primary")
+
+
+def test_staff_cancel_of_a_task_waiting_for_its_retry_refunds_it(ai, app, login, make):
+    app.config["AI_RETRY_BASE_SECONDS"] = 60
+    c = make.customer(credits=100)
+    t = tasks.create(customer_id=c.id, type="chat", estimated_credits=10, input=chat_input())
+    ai.primary.fail_next(1, 500)
+    ai.fallback.fail_next(1, 500)
+    loops.run_main()
+    assert "Next attempt" in login("support").get(f"/tasks/{t.id}").get_data(as_text=True)
+    resp = login("admin").post(f"/tasks/{t.id}/cancel", data={"reason": "provider outage"})
+    assert resp.status_code == 303
+    assert (fresh(t.id).status, ledger.balance(c.id)) == ("cancelled", 100)
+    assert loops.run_main().claimed == 0

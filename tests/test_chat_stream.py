@@ -93,13 +93,16 @@ def test_a_client_that_hangs_up_pays_for_what_it_was_sent(api, ai, make):
     assert ledger.balance(c.id) == 1000 - 13
 
 
-def test_a_stream_key_is_spent_once(api, ai, make):
+def test_a_stream_key_is_spent_once_per_api_key(api, api_as, ai, make):
     c = setup(make)
     body = {"messages": HELLO, "max_tokens": 50, "stream": True}
     assert stream(api, body, {"Idempotency-Key": "s-1"})[1][-1][0] == "done"
     resp = api.client.post(chat_url(), json=body, headers=api.headers({"Idempotency-Key": "s-1"}))
     assert_error(resp.status_code, resp.get_json(), "CONFLICT", 409)
     assert len(ai.primary.requests) == 1 and ledger.balance(c.id) == 1000 - ACTUAL
+    # Another API key's "s-1" is its own.
+    assert stream(api_as("tasks:write"), body, {"Idempotency-Key": "s-1"})[1][-1][0] == "done"
+    assert ledger.balance(c.id) == 1000 - 2 * ACTUAL
 
 
 # --- the prompt cache ---------------------------------------------------------------------------

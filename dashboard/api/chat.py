@@ -98,8 +98,10 @@ def _messages(body: ChatIn) -> list[dict]:
 def _stream(external_id: str, body: ChatIn) -> Response:
     """A stream cannot be replayed: its Idempotency-Key keys the hold instead, so a duplicate is
     409 IDEMPOTENCY_KEY_IN_USE while the first runs and 409 CONFLICT after, never a second charge."""
+    raw = key_from_header()
+    key = f"k{g.api_key.id}:{raw}" if raw else None  # scoped to the API key, like the store's
     events = chat.stream(external_id=external_id, messages=_messages(body), model=body.model,
-                         max_tokens=body.max_tokens, key=key_from_header(), actor=g.actor)
+                         max_tokens=body.max_tokens, key=key, actor=g.actor)
 
     def sse():
         try:

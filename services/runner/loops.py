@@ -173,7 +173,8 @@ def _execute(task: Task, out: LoopResult, cfg: Settings) -> None:
     kind = registry.lookup(task.type)
     chain = kind.chain(task.mode) if kind else []
     if not chain:
-        kind.handler.fail(task, f"{task.type} tasks do not run in {task.mode} mode")
+        tasks.fail(task_id=task.id, error=f"{task.type} tasks do not run in {task.mode} mode",
+                   actor=RUNNER)
         out.failed += 1
         return
     request_id = f"creditdesk-task-{task.id}-{task.attempts}"

@@ -48,6 +48,14 @@ def refresh(url: str) -> tuple[float, object]:
     return secs, res
 
 
+def reset_rollups(url: str) -> None:
+    """Start without rollups (a reused BENCH_DATABASE_URL may have them from an earlier run)."""
+    from sqlalchemy import create_engine, text
+    with create_engine(url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(text("DELETE FROM ledger_daily"))
+        c.execute(text("DELETE FROM ledger_rollup_state"))
+
+
 def oldest_period(url: str) -> str:
     app = make_app(url)
     with app.app_context():
@@ -70,6 +78,7 @@ def main() -> None:
     n = args.n or (5 if args.smoke else 20)
     print(f"Analytics bench: about {entries:,} ledger entries on PostgreSQL, {n} requests each")
     with database("analytics", entries=entries, keep=args.keep) as url:
+        reset_rollups(url)
         server = Server(url)
         rows = []
         try:

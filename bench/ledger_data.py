@@ -25,6 +25,7 @@ from models import (
     FeaturePrice,
     LedgerEntry,
     Payment,
+    Refund,
     db,
     utcnow,
 )
@@ -32,14 +33,16 @@ from services.demo import FEATURES, INR_PER_USD, PACKAGES, Sim
 
 TABLES = {"customers": Customer.__table__, "accounts": Account.__table__,
           "payments": Payment.__table__, "credit_grants": CreditGrant.__table__,
-          "ledger_entries": LedgerEntry.__table__, "allocations": Allocation.__table__}
+          "ledger_entries": LedgerEntry.__table__, "allocations": Allocation.__table__,
+          "refunds": Refund.__table__}
 
 
 def _next_ids(s) -> dict[str, int]:
     def top(model):
         return s.scalar(select(func.coalesce(func.max(model.id), 0)))
     return {"customer": top(Customer), "account": top(Account), "payment": top(Payment),
-            "entry": top(LedgerEntry), "alloc": top(Allocation), "grant": top(CreditGrant)}
+            "entry": top(LedgerEntry), "alloc": top(Allocation), "grant": top(CreditGrant),
+            "refund": top(Refund)}
 
 
 class Data:
@@ -49,9 +52,11 @@ class Data:
         ids = _next_ids(s)
         self.sim = Sim({"entry": ids["entry"], "alloc": ids["alloc"], "grant": ids["grant"]})
         self.cid, self.aid, self.pid = ids["customer"], ids["account"], ids["payment"]
+        self.rid = ids["refund"]
         self.customers: list[dict] = []
         self.accounts: list[dict] = []
         self.payments: list[dict] = []
+        self.refunds: list[dict] = []
         self.extra_entries: Iterable[dict] = ()  # rows made without the simulator
         self.extra_allocs: Iterable[dict] = ()
         self.extra_versions: dict[int, int] = {}
@@ -107,7 +112,8 @@ class Data:
         return [("customers", self.customers), ("accounts", self.accounts),
                 ("payments", self.payments), ("credit_grants", grants),
                 ("ledger_entries", itertools.chain(entries, self.extra_entries)),
-                ("allocations", itertools.chain(self.sim.allocs, self.extra_allocs))]
+                ("allocations", itertools.chain(self.sim.allocs, self.extra_allocs)),
+                ("refunds", self.refunds)]
 
 
 def write(s, data: Data) -> None:
@@ -243,10 +249,19 @@ def realistic(s, *, entries: int, days: int = 180, seed: int = 11,
                     g = sim.grants[-1]
                     take = min(g.remaining, pkg[2] // 2)
                     if take > 0:
-                        sim.clawback(g, t + timedelta(hours=1), take, reason="refund",
-                                     payment_id=pay["id"])
-                        pay["refunded_minor"] = pay["amount_minor"] * take // g.amount
+                        at = t + timedelta(hours=1)
+                        e = sim.clawback(g, at, take, reason="refund", payment_id=pay["id"])
+                        amount = pay["amount_minor"] * take // g.amount
+                        pay["refunded_minor"] = amount
                         pay["status"] = "partially_refunded"
+                        data.rid += 1
+                        n = data.rid
+                        data.refunds.append(dict(
+                            id=n, payment_id=pay["id"], customer_id=cid, status="processed",
+                            credits=take, amount_minor=amount, currency=pay["currency"],
+                            reason="customer asked", idempotency_key=f"bulk_refund_{seed}_{n}",
+                            provider_refund_id=f"re_bulk_{seed}_{n}", clawback_entry_id=e["id"],
+                            attempts=1, created_at=at, updated_at=at, processed_at=at))
                         made += 1
                 continue
             feature = rng.choices(names, weights=weights)[0]

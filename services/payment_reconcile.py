@@ -84,7 +84,7 @@ class Result:
         return out
 
 
-def _payment_items(payments: list[Payment], grants: dict[int, list[LedgerEntry]]) -> list[Item]:
+def _payment_items(payments: list, grants: dict[int, list]) -> list[Item]:
     out = []
     for p in payments:
         got = grants.get(p.id, [])
@@ -115,8 +115,7 @@ def _payment_items(payments: list[Payment], grants: dict[int, list[LedgerEntry]]
     return out
 
 
-def _refund_items(payments: dict[int, Payment], refunds: list[Refund],
-                  clawbacks: dict[int, list[LedgerEntry]]) -> list[Item]:
+def _refund_items(payments: dict[int, object], refunds: list, clawbacks: dict[int, list]) -> list[Item]:
     out = []
     by_payment: dict[int, list[Refund]] = defaultdict(list)
     for r in refunds:
@@ -128,17 +127,18 @@ def _refund_items(payments: dict[int, Payment], refunds: list[Refund],
                     amount_minor=r.amount_minor, currency=r.currency, credits=r.credits,
                     entry_ids=[r.clawback_entry_id] if r.clawback_entry_id else [])
         what = f"refund {r.id} of payment {r.payment_id} ({item.reference}, {r.credits} credits)"
-        entry = db.session.get(LedgerEntry, r.clawback_entry_id) if r.clawback_entry_id else None
-        if r.credits and entry is None:
+        if r.credits and r.entry_type is None:
             item.status, item.detail = "missing_clawback", f"{what}: no claw-back entry"
-        elif entry is not None and (entry.type != "clawback" or entry.payment_id != r.payment_id):
+        elif r.entry_type is not None and (r.entry_type != "clawback"
+                                           or r.entry_payment_id != r.payment_id):
             item.status = "clawback_mismatch"
-            item.detail = f"{what}: entry {entry.id} is a {entry.type} of payment {entry.payment_id}"
+            item.detail = (f"{what}: entry {r.clawback_entry_id} is a {r.entry_type} of payment "
+                           f"{r.entry_payment_id}")
         elif not r.credits:
             item.status, item.detail = "nothing_to_claw_back", f"{what}: every credit had been used"
         else:
-            item.ledger_credits = -entry.amount
-            item.detail = f"{what}: claw-back entry {entry.id}"
+            item.ledger_credits = -r.entry_amount
+            item.detail = f"{what}: claw-back entry {r.clawback_entry_id}"
         out.append(item)
     # Per payment: the claw-backs in the ledger against the credits our refunds say were taken.
     for pid in sorted(set(clawbacks) | set(by_payment)):
@@ -174,27 +174,36 @@ def _refund_items(payments: dict[int, Payment], refunds: list[Refund],
 
 
 def run() -> Result:
-    """Match every payment and processed refund with the ledger; read-only."""
+    """Match every payment and processed refund with the ledger; read-only, plain rows (no ORM
+    objects: fifteen thousand payments take a fraction of a second)."""
     s = db.session
-    payments = list(s.scalars(select(Payment).order_by(Payment.id)))
-    grants: dict[int, list[LedgerEntry]] = defaultdict(list)
-    for e in s.scalars(select(LedgerEntry).where(LedgerEntry.type == "grant",
-                                                 LedgerEntry.payment_id.is_not(None))):
+    E, P = LedgerEntry, Payment
+    payments = s.execute(select(P.id, P.provider, P.provider_payment_id, P.provider_order_id,
+                                P.customer_id, P.amount_minor, P.currency, P.credits, P.status,
+                                P.refunded_minor).order_by(P.id)).all()
+    grants: dict[int, list] = defaultdict(list)
+    for e in s.execute(select(E.id, E.payment_id, E.amount)
+                       .where(E.type == "grant", E.payment_id.is_not(None)).order_by(E.id)):
         grants[e.payment_id].append(e)
     items = _payment_items(payments, grants)
     orphans = s.execute(
-        select(LedgerEntry.id, LedgerEntry.customer_id, LedgerEntry.amount, CreditGrant.source)
-        .join(CreditGrant, CreditGrant.id == LedgerEntry.grant_id)
-        .where(LedgerEntry.type == "grant", LedgerEntry.payment_id.is_(None),
-               CreditGrant.source.in_(PAID_SOURCES)))
+        select(E.id, E.customer_id, E.amount, CreditGrant.source)
+        .join(CreditGrant, CreditGrant.id == E.grant_id)
+        .where(E.type == "grant", E.payment_id.is_(None), CreditGrant.source.in_(PAID_SOURCES)))
     for eid, cid, amount, source in orphans:
         items.append(Item("grant", "grant_without_payment", customer_id=cid, ledger_credits=amount,
                           entry_ids=[eid], detail=f"{source} grant entry {eid} ({amount} credits) "
                                                   "has no payment"))
-    refunds = list(s.scalars(select(Refund).where(Refund.status == "processed").order_by(Refund.id)))
-    clawbacks: dict[int, list[LedgerEntry]] = defaultdict(list)
-    for e in s.scalars(select(LedgerEntry).where(LedgerEntry.type == "clawback",
-                                                 LedgerEntry.payment_id.is_not(None))):
+    refunds = s.execute(
+        select(Refund.id, Refund.payment_id, Refund.customer_id, Refund.credits,
+               Refund.amount_minor, Refund.currency, Refund.provider_refund_id,
+               Refund.idempotency_key, Refund.clawback_entry_id, E.type.label("entry_type"),
+               E.payment_id.label("entry_payment_id"), E.amount.label("entry_amount"))
+        .outerjoin(E, E.id == Refund.clawback_entry_id)
+        .where(Refund.status == "processed").order_by(Refund.id)).all()
+    clawbacks: dict[int, list] = defaultdict(list)
+    for e in s.execute(select(E.id, E.payment_id, E.amount)
+                       .where(E.type == "clawback", E.payment_id.is_not(None)).order_by(E.id)):
         clawbacks[e.payment_id].append(e)
     items += _refund_items({p.id: p for p in payments}, refunds, clawbacks)
     items.sort(key=lambda i: (i.ok, i.kind, i.payment_id or 0, i.refund_id or 0))

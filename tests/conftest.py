@@ -10,6 +10,7 @@ import re
 import uuid
 
 import pytest
+from flask import g
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -75,7 +76,17 @@ def _truncate_pg() -> None:
 
 
 def build_app(url: str, **extra):
-    return create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **extra})
+    app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url, **extra})
+
+    def fresh_g():
+        # A test keeps one app context open, which every test request reuses; in production each
+        # request has its own. Without this, `g` (Flask-Login's cached user, the CSRF token)
+        # would leak from one test client's request into another's.
+        for name in list(vars(g)):
+            delattr(g, name)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, fresh_g)
+    return app
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])

@@ -20,12 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import BigInteger, Integer, and_, column, exists, func, insert, select, update
-from sqlalchemy import values as sa_values
+from sqlalchemy import and_, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
+from sqlalchemy.orm import Session
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, db, utcnow
 from services import context
@@ -407,102 +404,13 @@ def debit(*, credits: int, feature: str | None, customer_id: int | None = None,
                           reason=reason, task_id=task_id, meta=meta)
 
     def fast(s):
+        from services.hotpath import fast_debit  # the hot path builds on this module
+
         return fast_debit(s, customer_id=customer_id, external_id=external_id, credits=credits,
                           key=key, request_hash=h, actor=actor, feature=feature, quantity=quantity,
                           reference=reference, reason=reason, task_id=task_id, meta=meta)
 
     return _idempotent(key, h, body, fast)
-
-
-def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, actor: Actor,
-               customer_id: int | None = None, external_id: str | None = None,
-               feature: str | None = None, quantity: int | None = None,
-               reference: str | None = None, reason: str | None = None,
-               task_id: int | None = None, meta: dict | None = None) -> LedgerEntry | None:
-    """The everyday debit in three statements (the hot path of the API); None, having changed
-    nothing, whenever the general path must decide.
-
-    1. one conditional UPDATE takes the account's row lock and the credits, RETURNING the row;
-       it matches nothing for an unknown or deleted customer, a short balance or a used key;
-    2. the live buckets, in draw order, read under that lock;
-    3. the bucket updates, the entry and its allocations: one statement on PostgreSQL (three on
-       SQLite). A bucket past its expiry undoes step 1 under the same lock and returns None:
-       the general path expires it with its own entry first.
-    """
-    s.flush()  # pending ORM changes go first, as they would before any query
-    now = utcnow()
-    acc, cust, ent = Account.__table__, Customer.__table__, LedgerEntry.__table__
-    live = select(cust.c.id).where(cust.c.deleted_at.is_(None))
-    if customer_id is not None:
-        who = acc.c.customer_id == live.where(cust.c.id == customer_id).scalar_subquery()
-    elif external_id is not None:
-        who = acc.c.customer_id == live.where(cust.c.external_id == external_id).scalar_subquery()
-    else:
-        return None
-    cond = [who, acc.c.balance >= credits]
-    if key:
-        cond.append(~exists().where(ent.c.idempotency_key == key))
-    row = s.execute(update(acc).where(*cond).values(
-        balance=acc.c.balance - credits, version=acc.c.version + 1, updated_at=now)
-        .returning(acc.c.id, acc.c.customer_id, acc.c.balance, acc.c.version)).first()
-    if row is None:
-        return None
-    aid, cid, after, version = row
-    gt = CreditGrant.__table__
-    grants = s.execute(select(gt.c.id, gt.c.remaining, gt.c.expires_at, gt.c.source)
-                       .where(gt.c.account_id == aid, gt.c.remaining > 0)
-                       .order_by(gt.c.expires_at.is_(None), gt.c.expires_at, gt.c.id)).all()
-    grace, paid_never = _expiry_rules()
-    plan = plan_draw(grants, credits)
-    if (sum(take for _, take in plan) != credits
-            or any(_is_expired(g, now, grace, paid_never) for g in grants)):
-        s.execute(update(acc).where(acc.c.id == aid).values(
-            balance=acc.c.balance + credits, version=acc.c.version - 1))
-        return None
-    _sync(s, Account, aid, balance=after, version=version, updated_at=now)
-    values = dict(account_id=aid, customer_id=cid, type="debit", amount=-credits,
-                  balance_before=after + credits, balance_after=after, actor_type=actor.type,
-                  actor_id=actor.id, reason=reason, feature=feature, quantity=quantity,
-                  reference=reference, idempotency_key=key, request_hash=request_hash,
-                  request_id=context.request_id(), grant_id=None, related_entry_id=None,
-                  payment_id=None, task_id=task_id, job_run_id=None, created_at=now)
-    entry_id = _write_debit(s, values if meta is None else {**values, "metadata": meta}, plan)
-    for g, take in plan:
-        _sync(s, CreditGrant, g.id, remaining=g.remaining - take)
-    entry = LedgerEntry(id=entry_id, meta=meta, **values)
-    make_transient_to_detached(entry)  # the row exists: the session knows it as loaded
-    s.add(entry)
-    return entry
-
-
-def _write_debit(s: Session, values: dict, plan: list[tuple]) -> int:
-    """Insert the entry and its allocations and draw the buckets; the entry's id."""
-    ent, grants, allocs = LedgerEntry.__table__, CreditGrant.__table__, Allocation.__table__
-    if s.get_bind().dialect.name == "postgresql":
-        e = insert(ent).values(values).returning(ent.c.id).cte("e")
-        v = sa_values(column("n", Integer), column("gid", BigInteger), column("take", BigInteger),
-                      name="v").data([(n, g.id, take) for n, (g, take) in enumerate(plan)])
-        drawn = update(grants).where(grants.c.id == v.c.gid).values(
-            remaining=grants.c.remaining - v.c.take).cte("g")
-        # allocation ids follow the draw order: a refund gives back the latest-drawn first
-        alloc = insert(allocs).from_select(["entry_id", "grant_id", "credits"], select(
-            e.c.id, v.c.gid, -v.c.take).order_by(v.c.n)).cte("a")
-        return s.execute(select(e.c.id).add_cte(drawn, alloc)).scalar_one()
-    entry_id = s.execute(insert(ent).values(values).returning(ent.c.id)).scalar_one()
-    for g, take in plan:
-        s.execute(update(grants).where(grants.c.id == g.id)
-                  .values(remaining=grants.c.remaining - take))
-    s.execute(insert(allocs), [{"entry_id": entry_id, "grant_id": g.id, "credits": -take}
-                               for g, take in plan])
-    return entry_id
-
-
-def _sync(s: Session, model, pk: int, **values) -> None:
-    """Written with SQL: an instance the session already holds learns the new values."""
-    obj = s.identity_map.get(identity_key(model, pk))
-    if obj is not None:
-        for k, v in values.items():
-            set_committed_value(obj, k, v)
 
 
 def refund(*, entry_id: int, credits: int | None = None, reason: str, actor: Actor = SYSTEM,
@@ -709,5 +617,5 @@ __all__ = [
     "Actor", "SYSTEM", "grant", "debit", "refund", "adjust", "expire_grant", "expire_due",
     "clawback", "reverse", "balance", "live_grants", "entries_page", "lock_account",
     "lock_accounts", "post_debit", "post_grant", "post_clawback", "fingerprint", "find_by_key",
-    "plan_draw", "expired_clause", "fast_debit",
+    "plan_draw", "expired_clause",
 ]

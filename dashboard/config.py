@@ -108,6 +108,7 @@ def from_env() -> dict:
         "AI_RETRY_BASE_SECONDS": float(os.environ.get("AI_RETRY_BASE_SECONDS", "10")),
         "AI_RETRY_MAX_SECONDS": float(os.environ.get("AI_RETRY_MAX_SECONDS", "600")),
         "AI_RUNNER_BATCH": int(os.environ.get("AI_RUNNER_BATCH", "10")),
+        "AI_RUNNER_CONCURRENCY": int(os.environ.get("AI_RUNNER_CONCURRENCY", "4")),
         "AI_RUNNER_MAX_TASKS_PER_RUN": int(os.environ.get("AI_RUNNER_MAX_TASKS_PER_RUN", "500")),
         "AI_POLL_LEASE_SECONDS": float(os.environ.get("AI_POLL_LEASE_SECONDS", "25")),
         "AI_CHAT_DEFAULT_MAX_TOKENS": int(os.environ.get("AI_CHAT_DEFAULT_MAX_TOKENS", "1024")),

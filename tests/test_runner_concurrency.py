@@ -27,7 +27,7 @@ def test_three_workers_run_and_settle_each_of_1000_tasks_once(pg_app, factory, f
     seed = random.randrange(1_000_000)
     print(f"seed={seed}")
     rng = random.Random(seed)
-    fakes.configure(pg_app, AI_RUNNER_BATCH=10)
+    fakes.configure(pg_app, AI_RUNNER_BATCH=10, AI_RUNNER_CONCURRENCY=1)  # 3 workers, 1 thread each
     factory.feature_price(feature="chat", credits_per_unit=1, unit="token")
     factory.feature_price(feature="video", credits_per_unit=3, unit="second")
     t0 = time.perf_counter()

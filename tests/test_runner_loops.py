@@ -268,3 +268,17 @@ def test_unknown_mode_for_a_type_is_refunded(ai, make):
     assert task.status == "failed" and "do not run in async mode" in task.error
     assert ledger.balance(c.id) == 100 and ai.primary.requests == []
     assert isinstance(task, Task)
+
+
+def test_a_loop_run_works_on_several_tasks_at_once(ai, app, make):
+    """AI_RUNNER_CONCURRENCY threads: the fake holds each answer until 3 calls are in flight."""
+    app.config["AI_RUNNER_CONCURRENCY"] = 3
+    c = make.customer(credits=100)
+    ids = [tasks.create(customer_id=c.id, type="chat", estimated_credits=10, input=chat_input()).id
+           for _ in range(3)]
+    ai.primary.gather = 3
+    out = loops.run_main()
+    assert (out.claimed, out.succeeded) == (3, 3)
+    assert ai.primary.max_in_flight == 3
+    assert [fresh(i).status for i in ids] == ["succeeded"] * 3
+    assert ai.primary.calls_per_task() == dict.fromkeys(ids, 1)

@@ -1,8 +1,9 @@
 """The two loops of seed 003, run as scheduled jobs (jobs/runner_jobs.py) or by hand.
 
-Main loop (`run_main`): claim pending tasks of the active types, by priority (higher first) then
-age, in batches: PostgreSQL locks them with FOR UPDATE SKIP LOCKED so concurrent workers take
-different rows, SQLite serialises the claim with BEGIN IMMEDIATE; each moves pending ->
+Main loop (`run_main`, in AI_RUNNER_CONCURRENCY threads): claim pending tasks of the active
+types, by priority (higher first) then age: PostgreSQL locks them with FOR UPDATE SKIP LOCKED so
+concurrent workers take different rows, SQLite serialises the claim with BEGIN IMMEDIATE; each
+moves pending ->
 processing with a conditional update (services.tasks.start). No lock is held while a provider
 works. A sync task runs now and is settled by its handler; an async one is submitted and its
 external id stored. A retryable failure of one endpoint tries the next (fallback); when every
@@ -20,6 +21,8 @@ here as `skipped`.
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -46,6 +49,7 @@ class Settings:
     batch: int = 10
     max_per_run: int = 500
     poll_lease: float = 25.0
+    concurrency: int = 4
 
     def backoff(self, attempt: int) -> float:
         return min(self.retry_max, self.retry_base * 2 ** max(attempt - 1, 0))
@@ -58,7 +62,8 @@ def settings() -> Settings:
                     retry_max=float(c.get("AI_RETRY_MAX_SECONDS", 600)),
                     batch=max(int(c.get("AI_RUNNER_BATCH", 10)), 1),
                     max_per_run=max(int(c.get("AI_RUNNER_MAX_TASKS_PER_RUN", 500)), 1),
-                    poll_lease=float(c.get("AI_POLL_LEASE_SECONDS", 25)))
+                    poll_lease=float(c.get("AI_POLL_LEASE_SECONDS", 25)),
+                    concurrency=int(c.get("AI_RUNNER_CONCURRENCY", 4)))
 
 
 @dataclass
@@ -71,6 +76,15 @@ class LoopResult:
     running: int = 0
     skipped: int = 0
     errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def merge(cls, parts: list[LoopResult]) -> LoopResult:
+        out = cls()
+        for p in parts:
+            for k in ("claimed", "succeeded", "submitted", "retried", "failed", "running", "skipped"):
+                setattr(out, k, getattr(out, k) + getattr(p, k))
+            out.errors += p.errors
+        return out
 
     @property
     def processed(self) -> int:
@@ -129,12 +143,53 @@ def claim(*, limit: int, now: datetime | None = None) -> list[int]:
         return [i for i in ids if tasks.start(task_id=i, provider=first)]  # joins this transaction
 
 
-def run_main(*, max_tasks: int | None = None) -> LoopResult:
-    """Claim and run due pending tasks until none is left (or max_tasks were claimed)."""
-    cfg, out = settings(), LoopResult()
-    limit = max_tasks or cfg.max_per_run
-    while out.claimed < limit:
-        ids = claim(limit=min(cfg.batch, limit - out.claimed))
+def run_main(*, max_tasks: int | None = None, concurrency: int | None = None) -> LoopResult:
+    """Claim and run due pending tasks until none is left (or max_tasks were claimed).
+
+    With concurrency > 1 (AI_RUNNER_CONCURRENCY) that many threads, each with its own app
+    context and session, claim and run tasks one at a time, so one slow provider call does not
+    hold up the others.
+    """
+    cfg = settings()
+    budget = _Budget(max_tasks or cfg.max_per_run)
+    workers = max(concurrency or cfg.concurrency, 1)
+    if workers == 1:
+        return _drain(cfg, budget, cfg.batch)
+    app = current_app._get_current_object()
+
+    def work(_: int) -> LoopResult:
+        with app.app_context():
+            try:
+                return _drain(cfg, budget, 1)
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="task-runner") as pool:
+        return LoopResult.merge(list(pool.map(work, range(workers))))
+
+
+class _Budget:
+    """How many more tasks this run may claim, shared by its threads."""
+
+    def __init__(self, left: int):
+        self.left, self.lock = left, threading.Lock()
+
+    def take(self, n: int) -> int:
+        with self.lock:
+            n = min(n, self.left)
+            self.left -= n
+            return n
+
+    def give_back(self, n: int) -> None:
+        with self.lock:
+            self.left += n
+
+
+def _drain(cfg: Settings, budget: _Budget, batch: int) -> LoopResult:
+    out = LoopResult()
+    while (want := budget.take(batch)) > 0:
+        ids = claim(limit=want)
+        budget.give_back(want - len(ids))
         if not ids:
             break
         out.claimed += len(ids)

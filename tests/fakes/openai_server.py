@@ -13,6 +13,7 @@ Routes:
 
 Failure injection: `fail_next(n, status, path=...)` / `delay_next` from FakeServer (status None
 drops the connection), `drop_stream_after = k` (the next stream hangs up after k chunks).
+Concurrency: `gather = n` holds each answer until n requests are in flight; `max_in_flight`.
 Every request carries `X-Client-Request-Id: creditdesk-task-<id>-<attempt>` (or chat-...),
 and `calls_per_task()` counts answered requests per task id.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections import Counter
 from typing import Any
@@ -55,6 +57,9 @@ class FakeOpenAI(FakeServer):
         self.failing_jobs: set[str] = set()
         self.drop_stream_after: int | None = None
         self.stream_delay = 0.0
+        self.gather = 0  # hold each answer until this many requests are in flight (10 s at most)
+        self.in_flight = self.max_in_flight = 0
+        self._flight = threading.Condition()
 
     def app_config(self, name: str = "primary", **extra: Any) -> dict[str, Any]:
         """One entry of the AI_PROVIDERS config pointing at this fake."""
@@ -213,6 +218,19 @@ class FakeOpenAI(FakeServer):
         return FakeServer._encode(reply)
 
     def _write(self, handler, reply: Reply, payload: bytes) -> None:
+        with self._flight:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self._flight.notify_all()
+            if self.gather:
+                self._flight.wait_for(lambda: self.in_flight >= self.gather, timeout=10)
+        try:
+            return self._write_now(handler, reply, payload)
+        finally:
+            with self._flight:
+                self.in_flight -= 1
+
+    def _write_now(self, handler, reply: Reply, payload: bytes) -> None:
         if reply.content_type != "text/event-stream":
             return FakeServer._write(handler, reply, payload)
         handler.send_response(reply.status)

@@ -157,6 +157,9 @@ def _chain() -> list[ChatCompletions]:
 
 
 def _failed_over(task_id: int, err: ProviderError) -> None:
+    log.warning("chat.provider_failed task_id=%s provider=%s retryable=%s: %s", task_id,
+                err.provider, err.retryable, err.message,
+                extra={"task_id": task_id, "provider": err.provider, "status": err.status})
     with atomic() as s:
         tasks.log(s, task_id, f"{err.provider} failed: {err.message}", level="warning",
                   data={"provider": err.provider, "status": err.status, "retryable": err.retryable})

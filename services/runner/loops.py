@@ -243,6 +243,9 @@ def _execute(task: Task, out: LoopResult, cfg: Settings) -> None:
         except ProviderError as err:
             err.provider = err.provider or provider.name
             failures.append(err)
+            log.warning("runner.provider_failed task_id=%s provider=%s retryable=%s: %s", task.id,
+                        provider.name, err.retryable, err.message,
+                        extra={"task_id": task.id, "provider": provider.name, "status": err.status})
             _note(task.id, f"{provider.name} failed: {err.message}", level="warning",
                   data={"provider": provider.name, "status": err.status, "retryable": err.retryable,
                         "attempt": task.attempts})

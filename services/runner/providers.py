@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -93,11 +93,10 @@ class Endpoint:
     chat_model: str = "gpt-4o-mini"
     image_model: str = "gpt-image-1"
     video_model: str = "sora-2"
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def of(cls, raw: dict) -> Endpoint:
-        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw and k != "extra"}
+        known = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
         for k in ("timeout", "connect_timeout"):
             if k in known:
                 known[k] = float(known[k])

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--customers", type=int, default=10_000)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--batch-clients", type=int, default=4)
+    ap.add_argument("--batch-clients", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)

@@ -130,7 +130,7 @@ def init_app(app: Flask) -> None:
     admin = Admin(app, name="Creditdesk database", url=URL, theme=Bootstrap4Theme(fluid=True),
                   index_view=IndexView(url=URL, name="Tables"))
     for model, view, category in VIEWS:
-        admin.add_view(view(model, db.session, category=category,
+        admin.add_view(view(model, db, category=category,
                             endpoint=f"db_{model.__tablename__}"))
     # Deny by default, like every dashboard route: wrap each Flask-Admin endpoint in @require.
     names = {admin.endpoint} | {v.endpoint for v in admin._views}

@@ -60,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--batches", default="100,1000", help="batch sizes, comma-separated ('' for none)")
     ap.add_argument("--only", default="ours,a,b", help="which of ours,a,b to run")
+    ap.add_argument("--scenarios", default="single,hot,batch", help="which of single,hot,batch to run")
     ap.add_argument("--engine", choices=["wrk", "python"], default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 1 s runs, one round")
     args = ap.parse_args(argv)
@@ -67,7 +68,8 @@ def main(argv=None) -> int:
         args.customers, args.seconds, args.rounds, args.clients = 50, 1, 1, 4
         args.batch_clients, args.batches = 2, "10"
     only = set(args.only.split(","))
-    batches = [int(b) for b in args.batches.split(",") if b]
+    scenarios = set(args.scenarios.split(","))
+    batches = [int(b) for b in args.batches.split(",") if b] if "batch" in scenarios else []
     warm = 0.5 if args.smoke else 2.0
     env = {"WEB_CONCURRENCY": str(args.workers)}
 
@@ -91,12 +93,14 @@ def main(argv=None) -> int:
             if "ours" in only:
                 with common.gunicorn("wsgi:app", **server_args) as srv:
                     common.warm(srv)
-                    single = Load("debit", api_key=key, customers=customers)
-                    add(common.run_load(srv, single, name="ours single", clients=args.clients,
-                                        seconds=args.seconds, warmup=warm, engine=args.engine))
-                    hot_load = Load("debit", api_key=key, customers=customers, hot=hot)
-                    add(common.run_load(srv, hot_load, name="ours hot customer", clients=args.clients,
-                                        seconds=args.seconds, warmup=warm, engine=args.engine))
+                    if "single" in scenarios:
+                        single = Load("debit", api_key=key, customers=customers)
+                        add(common.run_load(srv, single, name="ours single", clients=args.clients,
+                                            seconds=args.seconds, warmup=warm, engine=args.engine))
+                    if "hot" in scenarios:
+                        hot_load = Load("debit", api_key=key, customers=customers, hot=hot)
+                        add(common.run_load(srv, hot_load, name="ours hot customer", clients=args.clients,
+                                            seconds=args.seconds, warmup=warm, engine=args.engine))
                     for n in batches:
                         add(common.run_load(srv, Load("batch", api_key=key, customers=customers, batch=n),
                                             name=f"ours batch {n}", clients=args.batch_clients,
@@ -104,19 +108,24 @@ def main(argv=None) -> int:
             if "b" in only:
                 with common.gunicorn("bench.baseline_app:app", **server_args) as srv:
                     common.warm(srv)
-                    add(common.run_load(srv, Load("baseline", customers=customers),
-                                        name="(b) bare Flask single", clients=args.clients,
-                                        seconds=args.seconds, warmup=warm, engine=args.engine))
-                    add(common.run_load(srv, Load("baseline", customers=customers, hot=hot),
-                                        name="(b) bare Flask hot", clients=args.clients,
-                                        seconds=args.seconds, warmup=warm, engine=args.engine))
+                    if "single" in scenarios:
+                        add(common.run_load(srv, Load("baseline", customers=customers),
+                                            name="(b) bare Flask single", clients=args.clients,
+                                            seconds=args.seconds, warmup=warm, engine=args.engine))
+                    if "hot" in scenarios:
+                        add(common.run_load(srv, Load("baseline", customers=customers, hot=hot),
+                                            name="(b) bare Flask hot", clients=args.clients,
+                                            seconds=args.seconds, warmup=warm, engine=args.engine))
             if "a" in only:
                 pv = {"nc": args.customers, "prefix": api_key_prefix(key)}
-                add(common.pgbench(url, HERE / "pgbench_debit.sql", name="(a) pgbench single",
-                                   clients=args.clients, seconds=args.seconds, variables=pv, warmup=warm))
-                add(common.pgbench(url, HERE / "pgbench_debit.sql", name="(a) pgbench hot",
-                                   clients=args.clients, seconds=args.seconds,
-                                   variables={**pv, "nc": 1}, warmup=warm))
+                if scenarios & {"single", "batch"}:
+                    add(common.pgbench(url, HERE / "pgbench_debit.sql", name="(a) pgbench single",
+                                       clients=args.clients, seconds=args.seconds, variables=pv,
+                                       warmup=warm))
+                if "hot" in scenarios:
+                    add(common.pgbench(url, HERE / "pgbench_debit.sql", name="(a) pgbench hot",
+                                       clients=args.clients, seconds=args.seconds,
+                                       variables={**pv, "nc": 1}, warmup=warm))
         consistent = common.reconcile(url)
 
     figs = {name: common.best(rs) for name, rs in runs.items()}

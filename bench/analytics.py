@@ -11,7 +11,8 @@ For ranges of 30 and 180 days, GET /analytics/ N times and report p50/p95 of the
   1. live: no rollup yet, every figure aggregated from the ledger through its indexes;
   2. rollup: after `flask rollup-ledger` (timed), days up to yesterday from ledger_daily and
      only today live.
-Also the roll-forward report (/reports/) of the current month and of the oldest month.
+Also the roll-forward report (/reports/) of the current month and of the oldest month, and the
+provider reconciliation fragment.
 """
 from __future__ import annotations
 
@@ -94,11 +95,14 @@ def main() -> None:
             t = timed(server, "/analytics/?days=30&price=2", n,
                       headers={"HX-Request": "true", "HX-Target": "economics"})
             rows.append(("/analytics/ 30 days what-if fragment (htmx)", t))
-            rows.append(("/reports/ current month (roll-forward + provider reconciliation)",
-                         timed(server, "/reports/", max(3, n // 4))))
+            k = max(3, n // 4)
+            rows.append(("/reports/ roll-forward, current month", timed(server, "/reports/", k)))
             oldest = oldest_period(url)
-            rows.append((f"/reports/?month={oldest} (oldest month)",
-                         timed(server, f"/reports/?month={oldest}", max(3, n // 4))))
+            rows.append((f"/reports/?month={oldest} roll-forward, oldest month",
+                         timed(server, f"/reports/?month={oldest}", k)))
+            rows.append(("/reports/reconciliation (every payment and refund)",
+                         timed(server, "/reports/reconciliation", k,
+                               headers={"HX-Request": "true"})))
             print()
             print("| page | p50 | p95 | max |")
             print("|---|---:|---:|---:|")

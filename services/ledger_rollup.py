@@ -191,9 +191,11 @@ def read(first: date, last: date, *, use_rollup: bool = True) -> tuple[list[Move
         st = state()
         if st is not None and st.rolled_through is not None and st.rolled_through >= first:
             rolled = min(st.rolled_through, last)
-            q = select(LedgerDaily).where(LedgerDaily.day >= first, LedgerDaily.day <= rolled)
-            out += [Movement(r.day, r.kind, r.feature, r.source, r.currency, int(r.credits),
-                             int(r.value_micros)) for r in s.scalars(q)]
+            D = LedgerDaily
+            q = (select(D.day, D.kind, D.feature, D.source, D.currency, D.credits, D.value_micros)
+                 .where(D.day >= first, D.day <= rolled))  # plain rows: no ORM objects to build
+            out += [Movement(r[0], r[1], r[2], r[3], r[4], int(r[5]), int(r[6]))
+                    for r in s.execute(q)]
             live_from = rolled + timedelta(days=1)
     if live_from <= last:
         q = movements(_midnight(live_from), _midnight(last + timedelta(days=1)))

@@ -8,12 +8,13 @@ customer holding 100,000 of them.
 
 Data: bench/ledger_data.realistic (customers over 180 days: welcome and monthly grants,
 purchases in two currencies, feature debits, task refunds, claw-backs, expiries; every entry
-allocated, balance chains intact) plus bench/ledger_data.one_customer_many_debits (one customer,
-one purchase, 100,000 debits a second apart: the newest day of the ledger). `services.reconcile`
-checks the result, then VACUUM ANALYZE. gunicorn serves it (2 gthread workers, as in
-production); an admin signs in over HTTP and each page is requested `--runs` times in turn after
-two warm-ups, one request at a time. Server time is the app's own `Server-Timing: app;dur=`
-header (logs.py): what the page costs the server, without the client's share of the machine.
+allocated, balance chains intact) plus one heavy customer (one purchase, 100,000 debits spread
+over the same 180 days). `services.reconcile` checks the result, the ledger_daily rollup is
+built (what the hourly rollup_ledger job maintains), then VACUUM ANALYZE. gunicorn serves it
+(2 gthread workers, as in production); an admin signs in over HTTP and each page is requested
+`--runs` times in turn after two warm-ups, one request at a time. Server time is the app's own
+`Server-Timing: app;dur=` header (logs.py): what the page costs the server, without the
+client's share of the machine.
 """
 from __future__ import annotations
 
@@ -33,19 +34,55 @@ from bench import common  # noqa: E402
 EMAIL, PASSWORD = "admin@pages.bench", "bench admin password"  # noqa: S105 - a throw-away database
 
 
+def heavy_customer(s, *, debits: int, days: int = 180) -> int:
+    """One customer with years of use: a purchase, then `debits` debits of one credit spread
+    evenly over `days` days up to now (so the newest day holds what a real day would)."""
+    from bench import ledger_data
+    from models import utcnow
+
+    now = utcnow().replace(microsecond=0)
+    start = now - timedelta(days=days)
+    step = timedelta(days=days) / debits
+    data = ledger_data.Data(s)
+    cid, aid = data.customer(start, name="Heavy User", email="heavy@bench.test")
+    data.purchase(cid, aid, start, credits=debits, amount_minor=debits)
+    grant_id = data.sim.grants[-1].id
+    sim = data.sim
+    first_entry, first_alloc = sim.next["entry"] + 1, sim.next["alloc"] + 1
+    sim.next["entry"] += debits
+    sim.next["alloc"] += debits
+    features = ("chat", "chat", "chat", "image", "video")
+    data.extra_entries = (dict(id=first_entry + i, account_id=aid, customer_id=cid, type="debit",
+                               amount=-1, balance_before=debits - i, balance_after=debits - i - 1,
+                               actor_type="api_key", actor_id="1", feature=features[i % 5], quantity=1,
+                               reference=None, idempotency_key=f"heavy:{cid}:{i}",
+                               created_at=start + step * (i + 1))
+                          for i in range(debits))
+    data.extra_allocs = (dict(id=first_alloc + i, entry_id=first_entry + i, grant_id=grant_id, credits=-1)
+                         for i in range(debits))
+    sim.grants[-1].remaining = 0
+    sim.balance[aid] = 0
+    data.extra_versions = {aid: debits}
+    ledger_data.write(s, data)
+    return cid
+
+
 def load(url: str, *, entries: int, heavy: int) -> None:
     from bench import ledger_data
     from models import db
-    from services import staff
+    from services import ledger_rollup, staff
 
     app = common.make_app(url)
     with app.app_context():
         t0 = time.perf_counter()
         counts = ledger_data.realistic(db.session, entries=entries - heavy)
-        ledger_data.one_customer_many_debits(db.session, debits=heavy)
+        heavy_customer(db.session, debits=heavy)
         print(f"  loaded {counts['entries'] + heavy + 1:,} entries ({counts['customers']:,} customers, "
               f"one with {heavy:,}) in {time.perf_counter() - t0:.0f} s", flush=True)
         staff.create(email=EMAIL, role="admin", password=PASSWORD, name="Bench Admin")
+        t0 = time.perf_counter()
+        ledger_rollup.refresh(full=True)  # what the hourly rollup_ledger job keeps up to date
+        print(f"  ledger_daily rollup (the hourly job's work, full) in {time.perf_counter() - t0:.0f} s")
         db.session.remove()
         db.engine.dispose()
 

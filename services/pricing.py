@@ -1,7 +1,7 @@
 """Feature prices: how many credits a use of a feature costs."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from models import FeaturePrice, db
 from services.errors import ValidationFailed
@@ -20,8 +20,14 @@ def credits_for(*, feature: str, quantity: int = 1) -> int:
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity <= MAX_QUANTITY:
         raise ValidationFailed("quantity must be a whole number between 1 and 1,000,000,000",
                                details={"quantity": "out of range"})
-    price = price_for(feature)
-    if price is None:
+    per_unit = db.session.execute(_UNIT_PRICE, {"feature": feature}).scalar()
+    if per_unit is None:
         raise ValidationFailed(f"Feature {feature!r} has no price; send credits explicitly.",
                                details={"feature": "no price for this feature"})
-    return price.credits_per_unit * quantity
+    return per_unit * quantity
+
+
+# Every API debit prices itself: one column, a statement built once (no ORM object to load).
+_UNIT_PRICE = select(FeaturePrice.__table__.c.credits_per_unit).where(
+    FeaturePrice.__table__.c.feature == bindparam("feature"),
+    FeaturePrice.__table__.c.archived_at.is_(None))

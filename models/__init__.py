@@ -8,11 +8,13 @@ from models.job import JobRun, JobRunError, WebhookEvent
 from models.ledger import Allocation, CreditGrant, IdempotencyRecord, LedgerEntry
 from models.payment import Payment, Refund
 from models.staff import AdjustmentRequest, ApiKey, AuditLog, Staff
+from models.summary import StatementSummary
 from models.task import Task, TaskLog
 
 __all__ = [
     "db", "utcnow", "Account", "AdjustmentRequest", "Allocation", "ApiKey", "AuditLog",
     "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
     "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "Payment", "Plan", "PromptCache",
-    "Refund", "Setting", "SettingChange", "Staff", "Task", "TaskLog", "WebhookEvent",
+    "Refund", "Setting", "SettingChange", "Staff", "StatementSummary", "Task", "TaskLog",
+    "WebhookEvent",
 ]

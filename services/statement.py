@@ -8,11 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import case, func, select
+from sqlalchemy import select
 from sqlalchemy.orm import noload
 
 from models import LedgerEntry, Staff, db
 from models.ledger import ENTRY_TYPES
+from services import statement_summary
 
 MAX_PAGE = 200
 
@@ -73,20 +74,14 @@ def page(*, customer_id: int, filters: Filters | None = None, before_id: int | N
 
 def features(customer_id: int) -> list[str]:
     """Features this customer has used, for the statement's filter."""
-    return [f for f in db.session.scalars(
-        select(LedgerEntry.feature).where(LedgerEntry.customer_id == customer_id,
-                                          LedgerEntry.feature.is_not(None))
-        .group_by(LedgerEntry.feature).order_by(LedgerEntry.feature)) if f]
+    return statement_summary.summary(customer_id).features
 
 
 def totals(customer_id: int) -> dict[str, int]:
     """Lifetime movements of the account: credits in, spent, returned, expired, removed."""
-    pos = func.sum(case((LedgerEntry.amount > 0, LedgerEntry.amount), else_=0))
-    neg = func.sum(case((LedgerEntry.amount < 0, -LedgerEntry.amount), else_=0))
-    rows = db.session.execute(select(LedgerEntry.type, pos, neg)
-                              .where(LedgerEntry.customer_id == customer_id)
-                              .group_by(LedgerEntry.type)).all()
-    by = {t: (int(p or 0), int(n or 0)) for t, p, n in rows}
+    # A stored prefix plus the newest entries (services/statement_summary.py), not a scan of
+    # the whole history on every view.
+    by = {t: (p, n) for t, (p, n) in statement_summary.summary(customer_id).sums.items()}
 
     def get(t: str, i: int) -> int:
         return by.get(t, (0, 0))[i]

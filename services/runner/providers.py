@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -229,24 +230,24 @@ class Provider:
         return self.endpoint.name
 
 
-class SyncProvider(Provider):
+class SyncProvider(Provider, ABC):
     mode = "sync"
 
+    @abstractmethod
     def run(self, payload: dict, *, request_id: str | None = None) -> Result:
         """Do the work now and answer the result."""
-        raise NotImplementedError
 
 
-class AsyncProvider(Provider):
+class AsyncProvider(Provider, ABC):
     mode = "async"
 
+    @abstractmethod
     def submit(self, payload: dict, *, request_id: str | None = None) -> str:
         """Start the work; answer the provider's job id (stored as Task.external_task_id)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def query(self, external_id: str, *, request_id: str | None = None) -> Poll:
         """The job's state now."""
-        raise NotImplementedError
 
 
 # --- OpenAI-compatible providers --------------------------------------------------------------------

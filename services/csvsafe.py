@@ -102,19 +102,24 @@ def _writer(buf):
     return csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
 
 
-def stream(header: Iterable[str], rows: Iterable[Iterable], *, chunk: int = 64 * 1024,
+def header_line(header: Iterable[str]) -> str:
+    buf = io.StringIO()
+    _writer(buf).writerow([neutralise(h) for h in header])
+    return buf.getvalue()
+
+
+def stream(header: Iterable[str] | None, rows: Iterable[Iterable], *, chunk: int = 64 * 1024,
            kinds: Iterable[str] | None = None, counter: list | None = None,
            batch: int = 500) -> Iterator[str]:
     """CSV text of `rows`, yielded in chunks of about `chunk` characters; `counter[0]` holds the
-    rows written so far. Without `kinds` every value goes through cell()."""
-    header = list(header)
+    rows written so far. Without `kinds` every value goes through cell(). The header (unless
+    None: the caller sent it already) is yielded at once, so a download starts before the first
+    row is read."""
     fix = row_fixer(kinds) if kinds is not None else (lambda r: [cell(v) for v in r])
+    if header is not None:
+        yield header_line(header)
     buf = io.StringIO()
     w = _writer(buf)
-    w.writerow([neutralise(h) for h in header])
-    yield buf.getvalue()  # the header at once: the download starts before the first row is read
-    buf.seek(0)
-    buf.truncate()
     it = iter(rows)
     written = 0
     while part := list(itertools.islice(it, batch)):

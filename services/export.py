@@ -60,13 +60,16 @@ BYTES_PER_ROW = 135  # measured (bench/export.py: 131 MB for 1,001,792 rows), fo
 @dataclass
 class Export:
     filters: Filters
-    customer: Customer | None = None
-    unknown_customer: bool = False
+    customer_id: int | None = None  # the resolved customer filter (an id: the stream may run
+    unknown_customer: bool = False  # in a session of its own, after the request's has closed)
 
     def _where(self) -> list:
         if self.unknown_customer:
             return [false()]
-        return conditions(self.filters, self.customer)
+        where = conditions(self.filters, None)
+        if self.customer_id is not None:
+            where.append(E.customer_id == self.customer_id)
+        return where
 
     def statement(self) -> Select:
         """Entries matching the filters, newest first (the page's order), as plain columns."""
@@ -88,7 +91,7 @@ def prepare(filters: Filters) -> Export:
     """Resolve the customer filter the way the page does (unknown customer: nothing matches)."""
     if filters.customer:
         customer = customer_service.resolve(filters.customer)
-        return Export(filters, customer, unknown_customer=customer is None)
+        return Export(filters, customer.id if customer else None, unknown_customer=customer is None)
     return Export(filters)
 
 
@@ -127,15 +130,21 @@ class _Who:  # what audit.record reads of a staff member, without holding an ORM
     email: str
 
 
+def header() -> str:
+    """The CSV's first line (needs no database: it can leave before anything is read)."""
+    return csvsafe.header_line(HEADER)
+
+
 def stream(job: Export, *, staff_id: int | None, actor: str, ip: str | None = None,
-           batch: int = BATCH) -> Iterator[str]:
+           batch: int = BATCH, with_header: bool = True) -> Iterator[str]:
     """The CSV text, chunk by chunk, with the export audited before and after."""
     filters = job.described()
     record("transactions.export.start", staff_id=staff_id, actor=actor, ip=ip,
             after={"filters": filters})
     t0, counter, complete = time.perf_counter(), [0], False
     try:
-        yield from csvsafe.stream(HEADER, rows(job, batch=batch), kinds=KINDS, counter=counter)
+        yield from csvsafe.stream(HEADER if with_header else None, rows(job, batch=batch),
+                                  kinds=KINDS, counter=counter)
         complete = True
     finally:
         seconds = round(time.perf_counter() - t0, 3)

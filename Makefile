@@ -41,5 +41,11 @@ test-fast: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+## bench-smoke: the benchmark scripts on tiny data against the local PostgreSQL (seconds, not a
+## measurement): proves bench/api_debits.py and bench/pages.py still run end to end
+bench-smoke: install
+	$(PY) bench/api_debits.py --smoke
+	$(PY) bench/pages.py --smoke
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     only = set(args.only.split(","))
     scenarios = set(args.scenarios.split(","))
     batches = [int(b) for b in args.batches.split(",") if b] if "batch" in scenarios else []
-    warm = 0.5 if args.smoke else 2.0
+    warm = 0 if args.smoke else 2.0
     env = {"WEB_CONCURRENCY": str(args.workers)}
 
     with common.database("debits") as url:

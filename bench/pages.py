@@ -2,7 +2,7 @@
 customer holding 100,000 of them.
 
     .venv/bin/python bench/pages.py                      # ~900,000 + 100,000 entries (~5 min to load)
-    .venv/bin/python bench/pages.py --smoke              # 20,000 + 5,000 entries, a few requests
+    .venv/bin/python bench/pages.py --smoke              # 4,000 + 1,000 entries, one request a page
     .venv/bin/python bench/pages.py --keep               # keep the loaded database (name printed)
     .venv/bin/python bench/pages.py --database-url postgresql+psycopg://postgres@127.0.0.1/<kept>
 
@@ -175,10 +175,10 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--database-url", help="an already loaded database (e.g. one kept by --keep)")
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--smoke", action="store_true", help="25,000 entries, 3 requests a page, one round")
+    ap.add_argument("--smoke", action="store_true", help="5,000 entries, one request a page, one round")
     args = ap.parse_args(argv)
     if args.smoke:
-        args.entries, args.heavy, args.runs, args.rounds = 25_000, 5_000, 3, 1
+        args.entries, args.heavy, args.runs, args.rounds = 5_000, 1_000, 1, 1
 
     import contextlib
 

@@ -1,0 +1,24 @@
+"""gunicorn settings for Creditdesk: `gunicorn wsgi:app` reads this file from the project root.
+
+Chosen by measurement on a 2-core machine with PostgreSQL on it (docs/performance.md, "API
+debits"): 2 workers x 4 threads (gthread). A debit spends most of its time waiting for
+PostgreSQL (round trips, the commit's fsync), so threads overlap those waits, and two processes
+use both cores; more workers only added memory and context switches. Every setting can be
+overridden on the command line or with the environment variables below.
+
+SQLAlchemy's pool (5 connections + 10 overflow per worker, dashboard/config.py) covers the
+threads; size PostgreSQL's max_connections for workers x (threads + the scheduler's one).
+"""
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = 30
+# A worker is replaced after this many requests (with jitter), bounding any slow growth of memory.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
+max_requests_jitter = 2000
+accesslog = None  # the app logs every request itself (dashboard/logs.py), as JSON

@@ -31,19 +31,19 @@ class Forbidden(ServiceError):
 _CACHE = "creditdesk.api_key"
 
 
-def current_api_key() -> ApiKey | None:
+def current_api_key() -> staff_service.LiveKey | None:
     """The live API key of this request (verified once per request), or None."""
     env = request.environ
     if _CACHE not in env:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         key = None
         if scheme.lower() == "bearer" and token.strip():
-            key = staff_service.verify_api_key(token.strip())
+            key = staff_service.live_api_key(token.strip())
         env[_CACHE] = key
     return env[_CACHE]
 
 
-def _touch(key: ApiKey) -> None:
+def _touch(key: staff_service.LiveKey) -> None:
     """Record last_used_at at most once a minute per key; a failure here never fails the call."""
     now = utcnow()
     if key.last_used_at is not None and now - key.last_used_at < TOUCH_EVERY:

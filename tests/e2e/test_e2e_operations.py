@@ -152,7 +152,7 @@ def _prepare_screenshot_data(live_server) -> None:
 def test_screenshots_of_operations_pages(login_as, live_server):
     _prepare_screenshot_data(live_server)
     c = _a_customer(live_server)
-    shots = out_dir()  # docs/screenshots with UPDATE_SCREENshots=1
+    shots = out_dir()  # docs/screenshots with UPDATE_SCREENSHOTS=1
     page = login_as("admin")
     page.set_viewport_size({"width": 1360, "height": 1100})
     # The first screen of each page (long tables are cut where a person would scroll).
@@ -163,7 +163,8 @@ def test_screenshots_of_operations_pages(login_as, live_server):
         page.screenshot(path=str(shots / f"{name}.png"))
     page.goto("/pricing/")
     page.locator("tbody tr a").first.click()
-    page.get_by_label("Credits per unit").fill("3")
+    per_unit = page.get_by_label("Credits per unit")
+    per_unit.fill(str(int(per_unit.input_value()) + 2))  # a real change, whatever the price is now
     expect(page.locator("#impact")).to_contain_text("Based on")
     page.screenshot(path=str(shots / "pricing-impact.png"))
     assert page.js_errors == []

@@ -10,39 +10,22 @@ which expires it with an entry of its own first. Same rows as `ledger.post_debit
 
 On PostgreSQL the statements go straight through the driver (psycopg prepares them on the
 server after a few uses): SQLAlchemy's per-statement work costs more than the database does
-here. `driver(session)` gives the connection of the session's own transaction.
+here. `services.db.driver(session)` gives the connection of the session's own transaction.
 """
 from __future__ import annotations
 
 import json
 
-import psycopg
 from psycopg.rows import namedtuple_row
 from sqlalchemy import bindparam, exists, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, utcnow
 from services import context
+from services.db import driver, run
 from services.ledger import Actor, _expiry_rules, _is_expired, plan_draw
-
-
-def driver(s: Session):
-    """The psycopg connection under the session's transaction, or None (not PostgreSQL)."""
-    conn = s.connection()
-    return conn.connection.driver_connection if conn.dialect.name == "postgresql" else None
-
-
-def run(pg, sql: str, params: dict, row_factory=None):
-    """Execute on the driver connection; a constraint violation surfaces as SQLAlchemy's
-    IntegrityError, exactly as it would through the session."""
-    try:
-        cur = pg.cursor(row_factory=row_factory) if row_factory else pg.cursor()
-        return cur.execute(sql, params)
-    except psycopg.errors.IntegrityError as err:
-        raise IntegrityError(sql, params, err) from err
 
 
 def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, actor: Actor,
@@ -182,4 +165,4 @@ _AT = Account.__table__
 _UNTAKE = (update(_AT).where(_AT.c.id == bindparam("aid"))
            .values(balance=_AT.c.balance + bindparam("credits"), version=_AT.c.version - 1))
 
-__all__ = ["fast_debit", "driver", "run"]
+__all__ = ["fast_debit"]

@@ -19,9 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import IdempotencyRecord, db, utcnow
-from services.db import atomic
+from services.db import atomic, driver, run
 from services.errors import IdempotencyConflict, IdempotencyInUse
-from services.hotpath import driver, run
 
 TTL = timedelta(hours=24)
 # A claim older than this whose reply was never stored (the process died) may be taken over.

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import bindparam, select
 
 from models import FeaturePrice, db
+from services.db import driver, run
 from services.errors import ValidationFailed
 
 MAX_QUANTITY = 10**9
@@ -20,7 +21,12 @@ def credits_for(*, feature: str, quantity: int = 1) -> int:
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 0 < quantity <= MAX_QUANTITY:
         raise ValidationFailed("quantity must be a whole number between 1 and 1,000,000,000",
                                details={"quantity": "out of range"})
-    per_unit = db.session.execute(_UNIT_PRICE, {"feature": feature}).scalar()
+    pg = driver(db.session())
+    if pg is not None:  # every API debit: straight through the driver, prepared by psycopg
+        row = run(pg, _PG_UNIT_PRICE, {"feature": feature}).fetchone()
+        per_unit = row[0] if row else None
+    else:
+        per_unit = db.session.execute(_UNIT_PRICE, {"feature": feature}).scalar()
     if per_unit is None:
         raise ValidationFailed(f"Feature {feature!r} has no price; send credits explicitly.",
                                details={"feature": "no price for this feature"})
@@ -31,3 +37,5 @@ def credits_for(*, feature: str, quantity: int = 1) -> int:
 _UNIT_PRICE = select(FeaturePrice.__table__.c.credits_per_unit).where(
     FeaturePrice.__table__.c.feature == bindparam("feature"),
     FeaturePrice.__table__.c.archived_at.is_(None))
+_PG_UNIT_PRICE = ("SELECT credits_per_unit FROM feature_prices "
+                  "WHERE feature = %(feature)s AND archived_at IS NULL")

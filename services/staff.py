@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
+from psycopg.rows import namedtuple_row
 from sqlalchemy import bindparam, func, or_, select
 
 from models import ApiKey, Staff, db, utcnow
 from models.staff import ROLES
 from services import audit
-from services.db import atomic
+from services.db import atomic, driver, run
 from services.errors import Conflict, NotFound, ValidationFailed
 
 API_SCOPES = ("customers:read", "customers:write", "debits:write", "grants:write",
@@ -157,12 +158,20 @@ _LIVE_KEY = select(ApiKey.__table__.c.id, ApiKey.__table__.c.key_hash, ApiKey.__
     ApiKey.__table__.c.prefix == bindparam("prefix"), ApiKey.__table__.c.revoked_at.is_(None))
 
 
+_PG_LIVE_KEY = ("SELECT id, key_hash, scopes, last_used_at FROM api_keys "
+                "WHERE prefix = %(prefix)s AND revoked_at IS NULL")
+
+
 def live_api_key(plain: str) -> LiveKey | None:
     """verify_api_key() for the API's every request: the same checks, one plain row."""
     if not plain or not plain.startswith(KEY_PREFIX) or plain.count("_") < 2:
         return None
     prefix = plain[len(KEY_PREFIX):].split("_", 1)[0]
-    row = db.session.execute(_LIVE_KEY, {"prefix": prefix}).first()
+    pg = driver(db.session())
+    if pg is not None:  # every API call: straight through the driver, prepared by psycopg
+        row = run(pg, _PG_LIVE_KEY, {"prefix": prefix}, namedtuple_row).fetchone()
+    else:
+        row = db.session.execute(_LIVE_KEY, {"prefix": prefix}).first()
     if row is None or not hmac.compare_digest(row.key_hash, _digest(plain)):
         return None
     return LiveKey(id=row.id, scopes=row.scopes, last_used_at=row.last_used_at)

@@ -1,10 +1,11 @@
 """gunicorn settings for Creditdesk: `gunicorn wsgi:app` reads this file from the project root.
 
 Chosen by measurement on a 2-core machine with PostgreSQL on it (docs/performance.md, "API
-debits"): 2 workers x 4 threads (gthread). A debit spends most of its time waiting for
-PostgreSQL (round trips, the commit's fsync), so threads overlap those waits, and two processes
-use both cores; more workers only added memory and context switches. Every setting can be
-overridden on the command line or with the environment variables below.
+debits"): 3 workers x 3 threads (gthread). A debit spends about half its time waiting for
+PostgreSQL, so threads overlap those waits; more threads per process queue on the GIL (2 x 8
+was the slowest, with the worst p99), more processes add memory; 3 x 3 served the most single
+debits (443/s against 327/s for 2 x 4 and 378/s for 4 x 2). Every setting can be overridden on
+the command line or with the environment variables below.
 
 SQLAlchemy's pool (5 connections + 10 overflow per worker, dashboard/config.py) covers the
 threads; size PostgreSQL's max_connections for workers x (threads + the scheduler's one).
@@ -12,9 +13,9 @@ threads; size PostgreSQL's max_connections for workers x (threads + the schedule
 import os
 
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+workers = int(os.environ.get("WEB_CONCURRENCY", "3"))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
-threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30

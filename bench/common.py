@@ -217,8 +217,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def gunicorn(app: str, *, url: str, workers: int = 2, worker_class: str = "gthread",
-             threads: int = 4, env: dict | None = None, ready_path: str = "/api/health"):
+def gunicorn(app: str, *, url: str, workers: int = 3, worker_class: str = "gthread",
+             threads: int = 3, env: dict | None = None, ready_path: str = "/api/health"):
     """Start `gunicorn app` with DATABASE_URL=url; yield a Server once it answers; stop it."""
     port = free_port()
     logdir = Path(tempfile.mkdtemp(prefix="creditdesk-bench-"))

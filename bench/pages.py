@@ -11,8 +11,8 @@ purchases in two currencies, feature debits, task refunds, claw-backs, expiries;
 allocated, balance chains intact) plus one heavy customer (one purchase, 100,000 debits spread
 over the same 180 days). `services.reconcile` checks the result, the ledger_daily rollup is
 built (what the hourly rollup_ledger job maintains), then VACUUM ANALYZE. gunicorn serves it
-(2 gthread workers, as in production); an admin signs in over HTTP and each page is requested
-`--runs` times in turn after two warm-ups, one request at a time. Server time is the app's own
+(3 gthread workers x 3 threads, as in production); an admin signs in over HTTP and each page
+is requested `--runs` times in turn after two warm-ups, one request at a time. Server time is the app's own
 `Server-Timing: app;dur=` header (logs.py): what the page costs the server, without the
 client's share of the machine.
 """
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     ap.add_argument("--heavy", type=int, default=100_000, help="entries of the one heavy customer")
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--database-url", help="an already loaded database (e.g. one kept by --keep)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="5,000 entries, one request a page, one round")

@@ -129,17 +129,6 @@ def create_api_key(*, name: str, scopes: list[str] | None = None, by=None,
         return key, plain
 
 
-def verify_api_key(plain: str) -> ApiKey | None:
-    """The live key matching this secret, or None. Looked up by prefix, compared in constant time."""
-    if not plain or not plain.startswith(KEY_PREFIX) or plain.count("_") < 2:
-        return None
-    prefix = plain[len(KEY_PREFIX):].split("_", 1)[0]
-    key = db.session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
-    if key is None or key.revoked_at is not None:
-        return None
-    return key if hmac.compare_digest(key.key_hash, _digest(plain)) else None
-
-
 @dataclass(frozen=True)
 class LiveKey:
     """What a request needs of its API key: checked on every call, so no ORM object is built."""
@@ -163,7 +152,8 @@ _PG_LIVE_KEY = ("SELECT id, key_hash, scopes, last_used_at FROM api_keys "
 
 
 def live_api_key(plain: str) -> LiveKey | None:
-    """verify_api_key() for the API's every request: the same checks, one plain row."""
+    """The live key matching this secret, or None: looked up by prefix, compared in constant time.
+    Runs on every API call, so it reads one plain row (no ORM object)."""
     if not plain or not plain.startswith(KEY_PREFIX) or plain.count("_") < 2:
         return None
     prefix = plain[len(KEY_PREFIX):].split("_", 1)[0]

@@ -20,6 +20,7 @@ from models import db
 from services import settings as app_settings
 from tests.factories import Factory
 from tests.helpers import StaffClient
+from tests.live import LiveServer, ai_env
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -160,3 +161,36 @@ def login(app, make):
         c.sign_in()
         return c
     return _login
+
+
+LIVE_SECRETS = {"CRON_JOBS_USERNAME": "cron", "CRON_JOBS_PASSWORD": "cron-test-password",
+                "CUSTOMER_WEBHOOK_SECRET": "customer-webhook-test-secret"}
+
+
+@pytest.fixture
+def live(app, db_url, tmp_path):
+    """live(workers=2, **env) -> a started LiveServer (tests/live.py) on this test's database.
+
+    Every provider points at a fresh double (`server.stripe`, `server.razorpay`, `server.ai`),
+    cron and customer-webhook secrets are LIVE_SECRETS; `env` adds or overrides variables (None
+    removes one). Rows the test writes must be committed before the server can see them.
+    """
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.razorpay_server import FakeRazorpay
+    from tests.fakes.stripe_server import FakeStripe
+
+    db.session.commit()
+    started: list[LiveServer] = []
+    with FakeStripe() as stripe, FakeRazorpay() as razorpay, FakeOpenAI(label="primary") as ai:
+        def start(*, workers: int = 2, threads: int = 3, **env) -> LiveServer:
+            full = {**stripe.app_config(), **razorpay.app_config(), **ai_env(ai),
+                    "AI_PROVIDER_NAMES": "primary", **LIVE_SECRETS, **env}
+            server = LiveServer(db_url, tmp_path / f"gunicorn{len(started)}.log",
+                                workers=workers, threads=threads, env=full)
+            server.stripe, server.razorpay, server.ai = stripe, razorpay, ai
+            started.append(server)
+            return server.start()
+
+        yield start
+        for server in started:
+            server.stop()

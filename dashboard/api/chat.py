@@ -62,7 +62,7 @@ def _wants_stream(body: ChatIn) -> bool:
 
 @bp.post("/customers/<external_id>/chat")
 @describe(summary="Metered AI chat: hold an estimate, answer, settle the actual tokens", body=ChatIn,
-          response=ChatOut, scopes=("tasks:write",), idempotent=True, tag="chat",
+          response=ChatOut, scopes=("tasks:write",), idempotent=True, tag="chat", stream=True,
           errors=("CUSTOMER_NOT_FOUND", "INSUFFICIENT_CREDITS", "AI_PROVIDER_ERROR",
                   "AI_NOT_CONFIGURED", "IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE",
                   "CONFLICT"),

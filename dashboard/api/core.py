@@ -162,8 +162,7 @@ def path_text(value: str, name: str = "external_id") -> str:
 
 # --- descriptions for the OpenAPI document ---------------------------------------------------
 
-from dashboard.api.openapi import describe  # noqa: E402 - spectree's declaration of a route
-
+from dashboard.api.openapi import describe  # noqa: E402, I001 - spectree's declaration of a route
 
 __all__ = ["ok", "fail", "from_error", "respond", "parse", "query", "json_body", "path_text",
            "describe", "validation_details", "MAX_SAFE_INT"]

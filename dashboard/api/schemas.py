@@ -9,8 +9,16 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, RootModel, StrictInt, StrictStr,
-                      create_model)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 
 from services.ledger import MAX_CREDITS
 from services.pricing import MAX_QUANTITY
@@ -45,7 +53,8 @@ Quantity = Annotated[StrictInt, Field(gt=0, le=MAX_QUANTITY, description="units 
 Text = Annotated[StrictStr, AfterValidator(_no_blank)]
 Feature = Annotated[Text, Field(min_length=1, max_length=64, examples=["chat"])]
 Reference = Annotated[StrictStr, Field(max_length=200, description="your id for the work paid for")]
-ExternalId = Annotated[Text, Field(min_length=1, max_length=MAX_PATH_ARG, description="the product's user id")]
+ExternalId = Annotated[Text, Field(min_length=1, max_length=MAX_PATH_ARG,
+                                   description="the product's user id")]
 IdemKey = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 Metadata = Annotated[dict[str, Any], _bounded_json(MAX_METADATA_BYTES)]
 TaskData = Annotated[dict[str, Any], _bounded_json(MAX_TASK_DATA_BYTES)]

@@ -34,8 +34,10 @@ PATH_PARAMETERS = {
                     "pattern": "^[^/\\x00]+$", "description": "the product's user id"},
     "task_id": {"type": "integer", "minimum": 0},
 }
-# Codes answered outside the ServiceError classes (error handlers, cron, the idempotency store).
+# Codes answered outside the ServiceError classes (error handlers, cron), or by classes a route
+# module may be described before (dashboard/api/auth.py).
 OTHER_CODES = {"VALIDATION_ERROR": 422, "PAYLOAD_TOO_LARGE": 413, "RATE_LIMITED": 429,
+               "AUTH_UNAUTHORIZED": 401, "AUTH_FORBIDDEN": 403,
                "INTERNAL_ERROR": 500, "DATABASE_UNAVAILABLE": 503,
                "CRON_BASIC_AUTH_MISCONFIGURED": 500, "CREDITS_DISTRIBUTION_FAILED": 500}
 TEXT = {
@@ -49,7 +51,7 @@ TEXT = {
     "DATABASE_UNAVAILABLE": "DATABASE_UNAVAILABLE: the database does not answer; retry after "
                             "Retry-After seconds",
 }
-_STREAMS: set[str] = set()  # operation ids whose 200 may be text/event-stream
+_STREAMS: dict[str, dict] = {}  # operation id -> the schema of one event of its 200 stream
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer", "minimum": 0}}}
 
@@ -135,12 +137,13 @@ def describe(*, summary: str, response: type[BaseModel] | None = None,
              headers: type[BaseModel] | None = None, status: int | tuple[int, ...] = 200,
              scopes: tuple[str, ...] = (), errors: tuple[str, ...] = (), idempotent: bool = False,
              auth: str = "bearer", tag: str | None = None, description: str = "",
-             stream: bool = False, database: bool = True) -> Callable:
+             stream: dict[str, type[BaseModel]] | None = None, database: bool = True) -> Callable:
     """Declare what a route takes and answers; spectree builds /api/openapi.json from it.
 
     auth: "bearer" (API key with `scopes`), "none" (public), "basic" (cron) or "signature"
     (webhooks). errors: the codes the route answers besides those its auth, inputs and
-    Idempotency-Key bring. stream: 200 may also be text/event-stream.
+    Idempotency-Key bring. stream: event name -> model of its data, when 200 may also be
+    text/event-stream.
     """
     statuses = (status,) if isinstance(status, int) else tuple(status)
     if idempotent:
@@ -151,7 +154,7 @@ def describe(*, summary: str, response: type[BaseModel] | None = None,
         module = view.__module__.rsplit(".", 1)[-1]
         operation_id = f"{module}.{view.__name__}"
         if stream:
-            _STREAMS.add(operation_id)
+            _STREAMS[operation_id] = _event_stream(stream)
         view.__doc__ = summary + (f"\n\n{description}" if description else "")
         resp = _responses(status=statuses, response=response, auth=auth, errors=errors,
                           has_body=body is not None, idempotent=idempotent, database=database)
@@ -161,6 +164,19 @@ def describe(*, summary: str, response: type[BaseModel] | None = None,
         wrapped.api_doc = {"scopes": scopes, "auth": auth, "stream": stream}
         return wrapped
     return wrap
+
+
+def _event_stream(events: dict[str, type[BaseModel]]) -> dict:
+    """One server-sent event (OpenAPI 3.1 reads `schema` per event): its name and JSON data."""
+    kinds = []
+    for name, model in events.items():
+        data = model.model_json_schema()
+        assert "$defs" not in data, f"{model.__name__}: an event's data must be a flat model"
+        kinds.append({"type": "object", "required": ["event", "data"], "properties": {
+            "event": {"const": name},
+            "data": {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": data}}})
+    return {"oneOf": kinds}
 
 
 def api_rules(app: Flask):
@@ -188,8 +204,8 @@ def _finish(op: dict) -> None:
         if "apiKey" in requirement:  # tools that ignore scopes of http schemes still show these
             op["x-scopes"] = requirement["apiKey"]
     if op["operationId"] in _STREAMS:
-        op["responses"]["200"]["content"]["text/event-stream"] = {"schema": {
-            "type": "string", "description": "event: delta|done|error, data: <JSON> (docs/api.md)"}}
+        op["responses"]["200"]["content"]["text/event-stream"] = {
+            "schema": copy.deepcopy(_STREAMS[op["operationId"]])}
 
 
 @bp.get("/openapi.json")

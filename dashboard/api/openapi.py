@@ -45,7 +45,7 @@ TEXT = {
                         "(details names each field)",
     "AUTH_UNAUTHORIZED": "AUTH_UNAUTHORIZED: missing, unknown or revoked credentials",
     "AUTH_FORBIDDEN": "AUTH_FORBIDDEN: the API key lacks a scope (details lists it)",
-    "PAYLOAD_TOO_LARGE": "PAYLOAD_TOO_LARGE: the body is above 2 MiB",
+    "PAYLOAD_TOO_LARGE": "PAYLOAD_TOO_LARGE: the body is above MAX_CONTENT_LENGTH (2 MiB)",
     "RATE_LIMITED": "RATE_LIMITED: slow down for Retry-After seconds",
     "INTERNAL_ERROR": "INTERNAL_ERROR: unexpected failure, logged with the request id",
     "DATABASE_UNAVAILABLE": "DATABASE_UNAVAILABLE: the database does not answer; retry after "
@@ -124,8 +124,9 @@ def _responses(*, status: tuple[int, ...], response: type[BaseModel] | None, aut
     by_status: dict[int, list[str]] = {}
     for code in dict.fromkeys(codes):
         by_status.setdefault(status_of(code), []).append(TEXT.get(code, code))
-    ok_model = sc.envelope(response) if response is not None and response is not sc.OpenAPIDocument \
-        else response
+    ok_model = response
+    if response is not None and response is not sc.OpenAPIDocument:  # that one is served bare
+        ok_model = sc.envelope(response)
     models: dict[str, Any] = {f"HTTP_{s}": (ok_model, "success") for s in status}
     for s, texts in sorted(by_status.items()):
         models[f"HTTP_{s}"] = (sc.ErrorBody, "; ".join(texts))
@@ -158,11 +159,9 @@ def describe(*, summary: str, response: type[BaseModel] | None = None,
         view.__doc__ = summary + (f"\n\n{description}" if description else "")
         resp = _responses(status=statuses, response=response, auth=auth, errors=errors,
                           has_body=body is not None, idempotent=idempotent, database=database)
-        wrapped = spec.validate(json=body, query=query, headers=headers, resp=resp,
-                                tags=(tag or module,), security=security, skip_validation=True,
-                                operation_id=operation_id)(view)
-        wrapped.api_doc = {"scopes": scopes, "auth": auth, "stream": stream}
-        return wrapped
+        return spec.validate(json=body, query=query, headers=headers, resp=resp,
+                             tags=(tag or module,), security=security, skip_validation=True,
+                             operation_id=operation_id)(view)
     return wrap
 
 

@@ -54,6 +54,11 @@ TEXT = {
 _STREAMS: dict[str, dict] = {}  # operation id -> the schema of one event of its 200 stream
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying",
                                "schema": {"type": "integer", "minimum": 0}}}
+# What the Idempotency-Key store replays (dashboard/api/idempotency.py), marked with this header.
+STORED_REPLIES = ("402", "409")
+REPLAYED = {"Idempotent-Replayed": {"description": "true when this is the stored answer to an "
+                                                  "earlier request with the same Idempotency-Key",
+                                    "schema": {"type": "string", "enum": ["true"]}}}
 
 
 class _DocumentOnly(FlaskPlugin):
@@ -196,9 +201,12 @@ def build(app: Flask) -> dict:
 
 
 def _finish(op: dict) -> None:
+    idempotent = any(p["name"] == "Idempotency-Key" for p in op["parameters"])
     for status, answer in op["responses"].items():
         if status in ("429", "503"):
             answer["headers"] = copy.deepcopy(RETRY_AFTER)
+        elif idempotent and (status < "300" or status in STORED_REPLIES):
+            answer["headers"] = copy.deepcopy(REPLAYED)
     for requirement in op.get("security", []):
         if "apiKey" in requirement:  # tools that ignore scopes of http schemes still show these
             op["x-scopes"] = requirement["apiKey"]

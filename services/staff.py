@@ -144,7 +144,7 @@ def create_api_key(*, name: str, scopes: list[str] | None = None, by=None,
         s.flush()
         audit.record(action="apikey.create", staff=by, target_type="api_key", target_id=key.id,
                      after={"name": name, "prefix": prefix, "scopes": scopes,
-                            "rate_limit": rate_limit}, ip=ip)
+                            **({"rate_limit": rate_limit} if rate_limit else {})}, ip=ip)
         return key, plain
 
 

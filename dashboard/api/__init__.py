@@ -90,8 +90,7 @@ def _install_error_handlers(app: Flask) -> None:
     def http(err: HTTPException):
         status = err.code or 500
         if isinstance(err, RateLimitExceeded) or status == 429:
-            return fail("RATE_LIMITED", "Too many requests; slow down and retry after the delay "
-                        "in Retry-After.", 429, retryable=True,
+            return fail("RATE_LIMITED", limits.breach_message(), 429, retryable=True,
                         headers={"Retry-After": str(limits.retry_after_seconds())})
         if status >= 500:
             return fail("INTERNAL_ERROR", "Internal error; it has been logged with the request id.",

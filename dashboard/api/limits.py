@@ -194,6 +194,16 @@ def retry_after_seconds() -> int:
     return _seconds_until(current.reset_at, current.limit)
 
 
+def breach_message() -> str:
+    """What the per-key / per-IP 429 says: whose budget ran out."""
+    key = current_api_key() if _is_api() else None
+    limiter = _limiter()
+    current = limiter.current_limit if limiter else None
+    limit = f" ({current.limit})" if current is not None else ""
+    who = f"this API key{limit}" if key is not None else f"unauthenticated calls from this address{limit}"
+    return f"Too many requests from {who}; retry after the delay in Retry-After."
+
+
 def _workers() -> int:
     # gunicorn.conf.py starts 3 workers when WEB_CONCURRENCY is unset.
     default = "3" if os.path.basename(sys.argv[0]).startswith("gunicorn") else "1"
@@ -230,4 +240,4 @@ def init_app(app: Flask) -> Limiter:
     return limiter
 
 
-__all__ = ["check_batch", "check_customer", "init_app", "retry_after_seconds"]
+__all__ = ["breach_message", "check_batch", "check_customer", "init_app", "retry_after_seconds"]

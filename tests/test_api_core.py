@@ -235,6 +235,7 @@ def test_customer_limit_counts_debits_and_batch_items_per_customer(db_url):
         _, key = make.api_key()
         make.customer(external_id="busy", credits=100)
         make.customer(external_id="calm", credits=100)
+        make.customer(external_id="idle", credits=100)
         api = ApiClient(app, key)
         url = "/api/v1/customers/busy/debits"
         assert [api.post(url, {"feature": "chat", "credits": 1})[0] for _ in range(2)] == [201, 201]
@@ -251,6 +252,14 @@ def test_customer_limit_counts_debits_and_batch_items_per_customer(db_url):
         assert "'busy'" in body["error"] and int(resp.headers["Retry-After"]) >= 1
         assert api.get("/api/v1/customers/busy")[2].get_json()["data"]["balance"] == 97
         assert api.post("/api/v1/customers/calm/debits", {"feature": "chat", "credits": 1})[0] == 201
+        # task creation and chat spend the same budget (chat is limited before its view runs)
+        task = {"customer": "busy", "type": "image", "mode": "async", "estimated_credits": 1}
+        assert_error(*api.post("/api/v1/tasks", task)[:2], "RATE_LIMITED", 429, retryable=True)
+        chat = {"messages": [{"role": "user", "content": "hi"}]}
+        status, body, resp = api.post("/api/v1/customers/busy/chat", chat)
+        assert_error(status, body, "RATE_LIMITED", 429, retryable=True)
+        assert "'busy'" in body["error"] and int(resp.headers["Retry-After"]) >= 1
+        assert api.post("/api/v1/tasks", {**task, "customer": "idle"})[0] == 201
     finally:
         _db.session.remove()
         ctx.pop()
@@ -265,3 +274,26 @@ def test_debit_entry_records_the_request_id_sent(api, make):
     assert status == 201 and resp.headers["X-Request-Id"] == "req-7f3a-trace"
     entry = db.session.get(LedgerEntry, body["data"]["entry_id"])
     assert entry.request_id == "req-7f3a-trace" and entry.actor_type == "api_key"
+
+
+def test_a_redis_failure_allows_money_calls_and_is_logged(db_url, caplog):
+    from models import db as _db
+    from tests.factories import Factory
+    from tests.live import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    app, ctx = _limited_app(db_url, REDIS_URL=dead, API_CUSTOMER_RATE_LIMIT="1 per minute",
+                            API_IP_RATE_LIMIT="1 per minute")
+    try:
+        make = Factory()
+        capped, plain = make.api_key()
+        staff_service.set_api_key_rate_limit(key_id=capped.id, rate_limit="1 per minute")
+        make.customer(external_id="r1", credits=10)
+        api = ApiClient(app, plain)
+        codes = [api.post("/api/v1/customers/r1/debits", {"feature": "chat", "credits": 1})[0]
+                 for _ in range(3)]
+        assert codes == [201, 201, 201]
+        assert "api.limits.storage_failed" in caplog.text
+    finally:
+        _db.session.remove()
+        ctx.pop()

@@ -56,8 +56,13 @@ def _rate_key() -> str:
     return f"key:{key.id}" if key is not None else f"ip:{get_remote_address()}"
 
 
+OFF = ("", "off", "none", "0")
+
+
 def _key_limit(key) -> str:
-    return (getattr(key, "rate_limit", None) or current_app.config.get("API_KEY_RATE_LIMIT") or "").strip()
+    """The key's own limit, else API_KEY_RATE_LIMIT; "" means not throttled."""
+    raw = (getattr(key, "rate_limit", None) or current_app.config.get("API_KEY_RATE_LIMIT") or "").strip()
+    return "" if raw.lower() in OFF else raw
 
 
 def _exempt() -> bool:
@@ -81,7 +86,7 @@ def _limit_value() -> str:
 
 def _customer_items() -> list[RateLimitItem]:
     raw = (current_app.config.get("API_CUSTOMER_RATE_LIMIT") or "").strip()
-    if raw.lower() in ("", "off", "none", "0"):
+    if raw.lower() in OFF:
         return []
     cache = current_app.extensions.setdefault("creditdesk_customer_limits", {})
     if raw not in cache:
@@ -227,6 +232,14 @@ def init_app(app: Flask) -> Limiter:
                       application_limits_exempt_when=_exempt, headers_enabled=False,
                       key_prefix=prefix, swallow_errors=True)
     limiter.init_app(app)
+    for name in ("API_CUSTOMER_RATE_LIMIT", "API_KEY_RATE_LIMIT", "API_IP_RATE_LIMIT"):
+        raw = (cfg.get(name) or "").strip()
+        if raw.lower() not in OFF:
+            try:  # a typo must stop the start, not turn every money call into a 500
+                parse_many(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a rate limit (write e.g. "
+                                 "'600 per minute' or '10/second; 500/hour')") from None
     app.extensions["creditdesk_limiter"] = limiter
     app.extensions["creditdesk_limit_prefix"] = prefix
     app.before_request(_customer_endpoints)

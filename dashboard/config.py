@@ -83,8 +83,13 @@ def from_env() -> dict:
         "RAZORPAY_WEBHOOK_SECRET": os.environ.get("RAZORPAY_WEBHOOK_SECRET"),
         "RAZORPAY_API_BASE": os.environ.get("RAZORPAY_API_BASE"),
         "CUSTOMER_WEBHOOK_SECRET": os.environ.get("CUSTOMER_WEBHOOK_SECRET"),
-        "REDIS_URL": os.environ.get("REDIS_URL"),
-        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", "1200 per minute"),
+        # Rate limits (dashboard/api/limits.py, docs/api.md "Rate limits"): counters in Redis when
+        # REDIS_URL is set, else in each process's memory.
+        "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "creditdesk"),
+        "API_CUSTOMER_RATE_LIMIT": os.environ.get("API_CUSTOMER_RATE_LIMIT", "600 per minute"),
+        # keys are not throttled unless they carry their own limit; this is a default for the others
+        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", ""),
         "API_IP_RATE_LIMIT": os.environ.get("API_IP_RATE_LIMIT", "120 per minute"),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),

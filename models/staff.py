@@ -46,6 +46,8 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # Flask-Limiter notation ("100 per minute"); NULL: the key is not throttled (docs/api.md)
+    rate_limit: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def scope_list(self) -> list[str]:

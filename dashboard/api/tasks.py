@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from dashboard.api import limits
 from dashboard.api import schemas as sc
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import MAX_SAFE_INT, describe, ok, parse
-from dashboard.api.idempotency import idempotent
+from dashboard.api.idempotency import idempotent, scoped
 from models import Task
 from services import customers, tasks
 from services.errors import TaskNotFound
@@ -41,7 +42,8 @@ def _task_id(task_id: int) -> int:
 @idempotent
 def create():
     body = parse(sc.TaskIn)
-    key = g.get("idempotency_key")
+    limits.check_customer(body.customer)
+    key = scoped(g.get("idempotency_key"))
     task = tasks.create(type=body.type, external_id=body.customer, mode=body.mode,
                         estimated_credits=body.estimated_credits, input=body.input,
                         timeout_seconds=body.timeout_seconds, key=f"api:{key}" if key else None,

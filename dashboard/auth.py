@@ -106,6 +106,12 @@ class AddressThrottle:
         self.limiter.hit(self.item, "login-ip", ip)
 
 
+class AddressThrottled(Exception):
+    def __init__(self, seconds: int):
+        super().__init__(f"Too many failed sign-ins from this address. Try again in {seconds} seconds.")
+        self.retry_after = seconds
+
+
 def throttle() -> AddressThrottle:
     return current_app.extensions["login_throttle"]
 
@@ -139,8 +145,9 @@ def login():
                 raise AddressThrottled(wait)
             user = signin.sign_in(email=form.email.data, password=form.password.data, ip=ip)
         except (signin.AccountLocked, AddressThrottled) as err:
-            if isinstance(err, signin.AccountLocked):
+            if getattr(err, "checked", False):  # refusals during a lock check no password
                 throttle().failed(ip)
+                log.warning("auth.login.locked", extra={"ip": ip})
             form.form_errors.append(str(err))
             status, retry_after = 429, err.retry_after
         else:
@@ -161,12 +168,6 @@ def login():
     if retry_after:
         resp.headers["Retry-After"] = str(retry_after)
     return resp, status
-
-
-class AddressThrottled(Exception):
-    def __init__(self, seconds: int):
-        super().__init__(f"Too many failed sign-ins from this address. Try again in {seconds} seconds.")
-        self.retry_after = seconds
 
 
 @bp.post("/logout")

@@ -32,8 +32,9 @@ class AccountLocked(ServiceError):
     """Too many failed sign-ins: this account is locked for a while."""
     status, code, retryable = 429, "ACCOUNT_LOCKED", True
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, *, checked: bool = False):
         self.retry_after = max(1, math.ceil(seconds))
+        self.checked = checked  # a password was checked (and failed) on this attempt
         minutes = max(1, math.ceil(self.retry_after / 60))
         super().__init__(f"Too many failed sign-ins: this account is locked for {minutes} "
                          f"minute{'s' if minutes > 1 else ''}. Try again later, or ask an admin "
@@ -111,7 +112,7 @@ def _failed(staff: Staff, email: str, ip: str | None) -> None:
                                                            "locked_seconds": lock})
     db.session.expire(staff)
     if row.locked_until is not None:
-        raise AccountLocked(lock)
+        raise AccountLocked(lock, checked=True)
 
 
 # --- emails without an (active) account: the same answers, no rows --------------------------
@@ -140,14 +141,19 @@ def _store():
 
 def _unknown(email: str, password: str, ip: str | None) -> None:
     limit, window, lock = _policy()
-    store, key = _store(), f"creditdesk/login-decoy/{email}"
-    if store.get(key + "/lock"):
-        raise AccountLocked(store.get_expiry(key + "/lock") - time.time())
+    store, key, lock_key = _store(), f"creditdesk/login-decoy/{email}", f"creditdesk/login-decoy-lock/{email}"
+    if store.get(lock_key):
+        raise AccountLocked(store.get_expiry(lock_key) - time.time())
     _burn(password)
+    count = store.incr(key, window)
+    if count > limit and not store.get(lock_key):  # the lock ran out: a new count, as on a row
+        store.clear(key)
+        count = store.incr(key, window)
+    if count > limit:  # checked while the lock fell: not counted, refused like a row would be
+        raise AccountLocked(store.get_expiry(lock_key) - time.time())
     with atomic():
         audit.record(action="login.failed", actor=email, ip=ip)
-    if store.incr(key, window) == limit:
-        store.incr(key + "/lock", lock)
-        store.clear(key)
-        raise AccountLocked(lock)
+    if count == limit:
+        store.incr(lock_key, lock)
+        raise AccountLocked(lock, checked=True)
     return None

@@ -4,12 +4,13 @@ processes: tests/server/test_staff_sessions.py."""
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import pytest
 
 from dashboard import config
 from dashboard.respond import safe_next
-from models import AuditLog, Staff, db
+from models import AuditLog, Staff, db, utcnow
 from tests.conftest import build_app
 from tests.helpers import StaffClient, csrf_from
 
@@ -74,6 +75,40 @@ def test_five_failures_lock_the_account_even_for_the_right_password(app, make):
     # a colleague behind the same address is not locked out
     other = make.staff(role="support")
     assert attempt(app.test_client(), other.email, other.plain_password).status_code == 302
+
+
+def test_a_password_checked_while_another_process_locked_the_account_is_refused(app, make,
+                                                                               monkeypatch):
+    """The race of 40 parallel attempts, made deterministic: the lock falls (written by another
+    connection, as another worker would) while this attempt is hashing the password."""
+    from sqlalchemy import update
+
+    from services import signin
+    from services.signin import AccountLocked
+
+    staff = make.staff(role="admin")
+    real_check = signin.check_password
+
+    def set_lock(locked: bool) -> None:
+        with db.engine.begin() as conn:
+            conn.execute(update(Staff).where(Staff.id == staff.id).values(
+                failed_logins=5 if locked else 0,
+                locked_until=utcnow() + timedelta(minutes=15) if locked else None))
+
+    def locked_meanwhile(member, password):
+        set_lock(True)
+        return real_check(member, password)
+
+    monkeypatch.setattr(signin, "check_password", locked_meanwhile)
+    with pytest.raises(AccountLocked):  # the right password, checked too late
+        signin.sign_in(email=staff.email, password=staff.plain_password, ip="10.0.0.1")
+    set_lock(False)
+    db.session.commit()
+    with pytest.raises(AccountLocked):  # a wrong one in flight is not a 6th counted failure
+        signin.sign_in(email=staff.email, password="wrong password!", ip="10.0.0.1")
+    db.session.commit()
+    assert db.session.get(Staff, staff.id).failed_logins == 5
+    assert actions("login.success") == [] and actions("login.failed") == []
 
 
 def test_an_unknown_email_gets_the_same_answers_and_no_row(app, make):

@@ -99,6 +99,16 @@ def from_env() -> dict:
         "REMEMBER_COOKIE_DURATION": timedelta(hours=8),
         "REMEMBER_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
         "REMEMBER_COOKIE_HTTPONLY": True,
+        # Staff sign-in (docs/security.md): per-account lock shared by every process, a coarse
+        # per-address guard, HSTS over https, and the proxies trusted for client address/scheme.
+        "LOGIN_MAX_FAILURES": int(os.environ.get("LOGIN_MAX_FAILURES", "5")),
+        "LOGIN_FAILURE_WINDOW_SECONDS": int(os.environ.get("LOGIN_FAILURE_WINDOW_SECONDS", "900")),
+        "LOGIN_LOCK_SECONDS": int(os.environ.get("LOGIN_LOCK_SECONDS", "900")),
+        "LOGIN_MAX_FAILURES_PER_IP": int(os.environ.get("LOGIN_MAX_FAILURES_PER_IP", "100")),
+        "LOGIN_IP_WINDOW_SECONDS": int(os.environ.get("LOGIN_IP_WINDOW_SECONDS", "900")),
+        "HSTS_MAX_AGE": int(os.environ.get("HSTS_MAX_AGE", str(365 * 24 * 3600))),
+        "PROXY_FIX_X_FOR": int(os.environ.get("PROXY_FIX_X_FOR", "0")),
+        "PROXY_FIX_X_PROTO": int(os.environ.get("PROXY_FIX_X_PROTO", "0")),
         "WTF_CSRF_TIME_LIMIT": None,  # tied to the session, which already expires in hours
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),

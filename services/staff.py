@@ -11,7 +11,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 from limits import parse_many
 from psycopg.rows import namedtuple_row
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 
 from models import ApiKey, Staff, db, utcnow
 from models.staff import ROLES
@@ -42,24 +42,6 @@ def check_password(staff: Staff, password: str) -> bool:
     return ok
 
 
-# A hash that always fails, so that an unknown email costs as much time as a wrong password.
-_DUMMY = None
-
-
-def authenticate(email: str, password: str) -> Staff | None:
-    """The active staff member with this email and password, or None (same cost either way)."""
-    global _DUMMY
-    staff = db.session.scalar(select(Staff).where(Staff.email == (email or "").strip().lower()))
-    if staff is None or not staff.active:
-        _DUMMY = _DUMMY or hash_password(secrets.token_hex(8))
-        try:
-            _hasher().verify(_DUMMY, password or "")
-        except (VerificationError, InvalidHashError):
-            pass
-        return None
-    return staff if check_password(staff, password or "") else None
-
-
 def validate_password(password: str) -> None:
     if len(password or "") < 12:
         raise ValidationFailed("Passwords need at least 12 characters.",
@@ -85,21 +67,18 @@ def create(*, email: str, role: str, password: str, name: str = "", by=None,
         return staff
 
 
-def login_succeeded(*, staff: Staff, ip: str | None) -> None:
-    with atomic():
-        staff.last_login_at = utcnow()
-        audit.record(action="login.success", staff=staff, ip=ip)
-
-
 def logged_out(*, staff: Staff, ip: str | None) -> None:
-    with atomic():
+    """Sign-out ends the session on the server too: the old cookie's version no longer matches."""
+    with atomic() as s:
+        _bump_sessions(s, staff.id)
         audit.record(action="logout", staff=staff, ip=ip)
 
 
-def login_failed(*, email: str, ip: str | None) -> None:
-    """Audit a failed sign-in (the email as typed; never the password)."""
-    with atomic():
-        audit.record(action="login.failed", actor=email[:320], ip=ip)
+def _bump_sessions(s, staff_id: int) -> None:
+    """One UPDATE, so that concurrent bumps from several processes never lose one."""
+    s.execute(update(Staff).where(Staff.id == staff_id)
+              .values(session_version=Staff.session_version + 1)
+              .execution_options(synchronize_session=False))
 
 
 # --- API keys ------------------------------------------------------------------------------------
@@ -319,6 +298,28 @@ def reset_password(*, staff_id: int, by: Staff, ip: str | None = None) -> tuple[
         audit.record(action="staff.password_reset", staff=by, target_type="staff",
                      target_id=staff.id, ip=ip)
         return staff, password
+
+
+def sign_out_everywhere(*, staff_id: int, by: Staff, ip: str | None = None) -> Staff:
+    """End every session of a staff member (oneself included) on every device and process."""
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        staff.session_version += 1
+        audit.record(action="staff.sign_out_everywhere", staff=by, target_type="staff",
+                     target_id=staff.id, ip=ip)
+        return staff
+
+
+def unlock(*, staff_id: int, by: Staff, ip: str | None = None) -> Staff:
+    """Lift a sign-in lock and forget the failures counted so far."""
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        before = {"failed_logins": staff.failed_logins,
+                  "locked_until": staff.locked_until.isoformat() if staff.locked_until else None}
+        staff.failed_logins, staff.first_failed_at, staff.locked_until = 0, None, None
+        audit.record(action="staff.unlock", staff=by, target_type="staff", target_id=staff.id,
+                     before=before, after={"failed_logins": 0, "locked_until": None}, ip=ip)
+        return staff
 
 
 def list_api_keys(*, status: str | None = None, after_id: int | None = None,

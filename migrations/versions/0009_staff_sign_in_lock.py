@@ -4,13 +4,13 @@ Failed sign-ins are counted on the staff row, shared by every process, with one 
 UPDATE per attempt (services/staff.py). Additive; existing rows start unlocked with no failure.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0009'
-down_revision = '0006'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

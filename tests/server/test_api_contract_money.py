@@ -1,8 +1,9 @@
-"""The money contract over real HTTP against gunicorn (2 workers, SQLite and PostgreSQL):
-debits with Idempotency-Key replays (also concurrent, across workers), batch debits, prepaid
-tasks (create, complete with usage above the estimate, fail) and the cron trigger.
-
-One server boot serves every check; each answer is compared with the rows the server wrote.
+"""The money contract over real HTTP against gunicorn (2 workers, SQLite and PostgreSQL), one
+server boot for all of it: debits with Idempotency-Key replays (also 8 at once, across workers),
+batch debits, prepaid tasks (create, complete with usage above the estimate, fail), purchases
+(Stripe Checkout, Razorpay order + verify) through the SDKs against the fakes, webhooks signed
+with the providers' real algorithms, and the cron trigger. Each answer is compared with the rows
+the server wrote; every payment is credited exactly once whatever the deliveries.
 """
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 from sqlalchemy import func, select
 
-from models import Customer, LedgerEntry, db
+from models import Customer, LedgerEntry, Payment, db
 from services import ledger
 from tests.conftest import LIVE_SECRETS
-from tests.live import bearer
+from tests.fakes import signing
+from tests.live import LiveServer, bearer
 from tests.server.conftest import task_entries, task_row
 
 
@@ -33,18 +35,39 @@ def entries(**where) -> int:
     return db.session.scalar(q)
 
 
+def purchase_grants(payment_id: int) -> int:
+    return entries(payment_id=payment_id, type="grant")
+
+
 def basic(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def test_debits_batches_tasks_and_cron_over_real_http(live, make):
+def deliver(server: LiveServer, path: str, request: tuple[bytes, dict]) -> requests.Response:
+    body, headers = request
+    return server.post(path, data=body, headers=headers)
+
+
+def test_money_routes_over_gunicorn(live, make):
     _, key = make.api_key()
     make.feature_price(feature="chat", credits_per_unit=2)
     make.customer(external_id="led_a", credits=100)
     make.customer(external_id="led_b", credits=3)
+    make.customer(external_id="pay_s", email="s@example.com")
+    make.customer(external_id="pay_r", email="r@example.com")
+    usd = make.package(credits=500, price_minor=1999, currency="USD")
+    inr = make.package(credits=300, price_minor=49900, currency="INR")
     server = live(workers=2)
     auth = bearer(key)
+    debits_and_batches(server, auth)
+    prepaid_tasks(server, auth)
+    stripe_checkout_and_webhooks(server, auth, usd.id)
+    razorpay_order_verify_and_webhooks(server, auth, inr.id)
+    cron(server)  # last: it grants the free tier's monthly credits to every customer
+    assert "Traceback" not in server.log(), server.log()[-3000:]
 
+
+def debits_and_batches(server: LiveServer, auth: dict) -> None:
     # Single debit, then its replay: the same answer, one ledger entry.
     first = server.post("/api/v1/customers/led_a/debits", json={"feature": "chat", "quantity": 2},
                         headers={**auth, "Idempotency-Key": "d-1"})
@@ -95,6 +118,8 @@ def test_debits_batches_tasks_and_cron_over_real_http(live, make):
     assert replay.json()["data"]["results"][0]["replayed"] is True
     assert (balance("led_a"), balance("led_b")) == (89, 0)
 
+
+def prepaid_tasks(server: LiveServer, auth: dict) -> None:
     # Prepaid tasks: the estimate is charged; complete refunds the rest and keeps the usage;
     # a usage above the estimate is capped; fail refunds in full; a second settle is 409.
     def task(estimate: int) -> int:
@@ -127,6 +152,63 @@ def test_debits_batches_tasks_and_cron_over_real_http(live, make):
     missing = server.get("/api/v1/tasks/999999", headers=auth)
     assert (missing.status_code, missing.json()["code"]) == (404, "TASK_NOT_FOUND")
 
+
+def stripe_checkout_and_webhooks(server: LiveServer, auth: dict, package_id: int) -> None:
+    stripe = server.stripe
+    # Stripe: Checkout opened with our payment id; credits only when the signed event arrives.
+    got = server.post("/api/v1/customers/pay_s/purchases", headers=auth,
+                      json={"package_id": package_id, "provider": "stripe"})
+    assert got.status_code == 201, got.text
+    buy = got.json()["data"]
+    assert buy["checkout_url"].startswith(stripe.url) and buy["session_id"] in stripe.sessions
+    assert balance("pay_s") == 0
+    stripe.complete_session(buy["session_id"])
+    event = signing.checkout_session_completed(stripe.sessions[buy["session_id"]])
+    forged = deliver(server, "/api/webhooks/stripe",
+                     signing.stripe_webhook_request(event, "whsec_wrong"))
+    assert (forged.status_code, forged.json()["code"]) == (400, "INVALID_SIGNATURE")
+    assert balance("pay_s") == 0
+    signed = signing.stripe_webhook_request(event, stripe.webhook_secret)
+    first, second = [deliver(server, "/api/webhooks/stripe", signed) for _ in range(2)]
+    assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+    assert (first.json()["data"]["duplicate"], second.json()["data"]["duplicate"]) == (False, True)
+    assert balance("pay_s") == 500 and purchase_grants(buy["payment_id"]) == 1
+    db.session.rollback()
+    assert db.session.get(Payment, buy["payment_id"]).status == "paid"
+
+
+def razorpay_order_verify_and_webhooks(server: LiveServer, auth: dict, package_id: int) -> None:
+    razorpay = server.razorpay
+    # Razorpay: order, Checkout's signature verified, then the webhook: credited once.
+    got = server.post("/api/v1/customers/pay_r/purchases", headers=auth,
+                      json={"package_id": package_id, "provider": "razorpay"})
+    assert got.status_code == 201, got.text
+    order = got.json()["data"]
+    assert (order["key_id"], order["amount"], order["currency"], order["credits"]) == \
+        (razorpay.key_id, 49900, "INR", 300)
+    pay_id = razorpay.pay_order(order["order_id"])
+    bad = server.post("/api/v1/payments/razorpay/verify", headers=auth, json={
+        "order_id": order["order_id"], "payment_id": pay_id, "signature": "0" * 64})
+    assert (bad.status_code, bad.json()["code"]) == (400, "INVALID_SIGNATURE")
+    verify = {"order_id": order["order_id"], "payment_id": pay_id,
+              "signature": signing.razorpay_payment_signature(order["order_id"], pay_id,
+                                                              razorpay.key_secret)}
+    ok = server.post("/api/v1/payments/razorpay/verify", headers=auth, json=verify)
+    assert ok.status_code == 200, ok.text
+    assert (ok.json()["data"]["credits_added"], ok.json()["data"]["credits_balance"]) == (300, 300)
+    captured = signing.razorpay_payment_captured(razorpay.payments[pay_id])
+    forged = deliver(server, "/api/webhooks/razorpay",
+                     signing.razorpay_webhook_request(captured, "wrong-secret"))
+    assert (forged.status_code, forged.json()["code"]) == (400, "INVALID_SIGNATURE")
+    hook = deliver(server, "/api/webhooks/razorpay",
+                   signing.razorpay_webhook_request(captured, razorpay.webhook_secret))
+    assert hook.status_code == 200, hook.text
+    again = server.post("/api/v1/payments/razorpay/verify", headers=auth, json=verify)
+    assert again.status_code == 200 and again.json()["data"]["credits_balance"] == 300
+    assert balance("pay_r") == 300 and purchase_grants(order["payment_id"]) == 1
+
+
+def cron(server: LiveServer) -> None:
     # Cron: Basic auth from the environment; wrong credentials are 401 with the challenge.
     wrong = server.post("/api/distribute-credits", headers=basic("cron", "nope"))
     assert (wrong.status_code, wrong.json()["code"]) == (401, "AUTH_UNAUTHORIZED")
@@ -134,10 +216,9 @@ def test_debits_batches_tasks_and_cron_over_real_http(live, make):
     cron = basic(LIVE_SECRETS["CRON_JOBS_USERNAME"], LIVE_SECRETS["CRON_JOBS_PASSWORD"])
     run = server.post("/api/distribute-credits", headers=cron)
     assert run.status_code == 200, run.text
-    assert run.json() == {"success": True, "data": {"usersCount": 2, "processedCount": 2,
+    assert run.json() == {"success": True, "data": {"usersCount": 4, "processedCount": 4,
                                                     "errorCount": 0}}
     grants = entries(type="grant")
     rerun = server.post("/api/distribute-credits", headers=cron)  # cron fired twice
-    assert rerun.status_code == 200 and rerun.json()["data"]["processedCount"] == 2
+    assert rerun.status_code == 200 and rerun.json()["data"]["processedCount"] == 4
     assert entries(type="grant") == grants
-    assert "Traceback" not in server.log(), server.log()[-3000:]

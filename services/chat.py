@@ -292,12 +292,14 @@ def _stream(p: Prepared, task_id: int, chain: list[ChatCompletions], actor: Acto
         yield from _relay(p, task_id, chain, actor, scope, state)
     except Exception:  # ours, not the provider's: refund, and end the stream with an error event
         log.exception("chat.stream_failed task_id=%s", task_id, extra={"task_id": task_id})
+        refunded = False
         if not state.settled:
             state.settled = True
             with scope():
-                _internal_failure(task_id, actor)
+                refunded = _internal_failure(task_id, actor)
         yield "error", {"success": False, "code": "INTERNAL_ERROR", "retryable": True,
-                        "error": "The chat failed on our side; the hold was refunded.",
+                        "error": "The chat failed on our side" + (
+                            "; the hold was refunded." if refunded else "."),
                         "details": {"task_id": task_id}}
     finally:
         if not state.settled:  # the client hung up (GeneratorExit): settle what was sent
@@ -351,11 +353,15 @@ def _abandoned(p: Prepared, task_id: int, text: str, actor: Actor) -> None:
         log.warning("chat.abandoned_settle_failed task_id=%s", task_id, exc_info=True)
 
 
-def _internal_failure(task_id: int, actor: Actor) -> None:
+def _internal_failure(task_id: int, actor: Actor) -> bool:
+    """Refund the hold in full; False when that failed (already settled, or the database is down:
+    then the timeout sweep refunds an open hold)."""
     try:
         tasks.fail(task_id=task_id, error="chat stream failed on our side", actor=actor)
-    except Exception:  # already settled, or the database is down: the timeout sweep refunds
+        return True
+    except Exception:
         log.warning("chat.stream_refund_failed task_id=%s", task_id, exc_info=True)
+        return False
 
 
 # --- the prompt cache -------------------------------------------------------------------------------

@@ -117,6 +117,7 @@ def test_an_error_of_ours_mid_stream_is_an_error_event_and_a_full_refund(api, ai
     assert resp.status_code == 200 and [e for e, _ in events][-1] == "error"
     err = events[-1][1]
     assert (err["success"], err["code"], err["retryable"]) == (False, "INTERNAL_ERROR", True)
+    assert err["error"].endswith("the hold was refunded.")
     task = db.session.get(Task, err["details"]["task_id"])
     db.session.refresh(task)
     assert (task.status, task.refunded_credits) == ("failed", HELD)

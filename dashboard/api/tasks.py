@@ -21,7 +21,8 @@ def task_json(t: Task) -> dict:
     return {"task_id": t.id, "customer": t.customer.external_id, "type": t.type, "mode": t.mode,
             "status": t.status, "estimated_credits": t.estimated_credits,
             "charged_credits": t.charged_credits, "actual_credits": t.actual_credits,
-            "refunded_credits": t.refunded_credits, "input": t.input, "output": t.output,
+            "usage_credits": t.usage_credits, "refunded_credits": t.refunded_credits,
+            "input": t.input, "output": t.output,
             "error": t.error, "deadline_at": sc.iso(t.deadline_at), "created_at": sc.iso(t.created_at),
             "finished_at": sc.iso(t.finished_at), "balance": customers.account_of(t.customer_id).balance}
 

@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app wsgi
 STAMP := $(VENV)/.installed
+# Rate-limit counters go to the machine's Redis when it answers on 127.0.0.1:6379 (shared by every
+# process, as in production); otherwise each process counts in memory. An exported REDIS_URL wins.
+REDIS_URL ?= $(shell redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && echo redis://127.0.0.1:6379/0)
 
 .PHONY: run test test-fast lint install migrate demo serve bench-smoke e2e clean
 
@@ -28,8 +31,9 @@ run: demo
 	@echo "  Sign in as admin@creditdesk.test / demo-admin-password"
 	@echo "  (also support@creditdesk.test / demo-support-password, finance@creditdesk.test / demo-finance-password)"
 	@echo ""
+	@echo "  Rate-limit counters: $(if $(REDIS_URL),Redis at $(REDIS_URL),in memory (no Redis answered on 127.0.0.1:6379))"
 	SESSION_COOKIE_SECURE=0 SCHEDULER_ENABLED=$${SCHEDULER_ENABLED:-1} LOG_JSON=$${LOG_JSON:-0} \
-	  $(FLASK) run --host 127.0.0.1 --port 5000
+	  REDIS_URL="$(REDIS_URL)" $(FLASK) run --host 127.0.0.1 --port 5000
 
 ## test: the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 test: install

@@ -25,7 +25,9 @@ from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
 from dashboard.extensions import db, login_manager
+from dashboard.respond import safe_next
 from models import Staff
+from services import signin
 from services import staff as staff_service
 
 log = logging.getLogger("creditdesk.auth")
@@ -79,42 +81,38 @@ def client_ip() -> str:
     return request.remote_addr or "?"
 
 
-# --- login throttling: per account and per IP, moving window, never a permanent lock-out -----
+# --- per-address guard: coarse, so that an office behind one NAT is never locked out -----------
 
-class LoginThrottle:
-    """Failed sign-ins counted per email and per IP in a moving window (Redis when configured).
-
-    Only failures count; a success clears the account's counter. When the window has moved on,
-    the account or address may try again: there is no lock-out an admin has to lift.
-    """
+class AddressThrottle:
+    """Failed sign-ins per client address in a moving window (Redis when configured, else this
+    process's memory). Accounts are protected by the lock in services/signin.py; this only slows
+    a spray of many accounts from one address, so its limit is high (100 per 15 minutes)."""
 
     def __init__(self, app: Flask):
         cfg = app.config
         uri = cfg.get("LOGIN_THROTTLE_STORAGE") or cfg.get("REDIS_URL") or "memory://"
         self.limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(uri))
-        window = int(cfg.get("LOGIN_THROTTLE_WINDOW_SECONDS", 300))
-        self.account = parse(f"{int(cfg.get('LOGIN_MAX_FAILURES_PER_ACCOUNT', 5))} per {window} seconds")
-        self.ip = parse(f"{int(cfg.get('LOGIN_MAX_FAILURES_PER_IP', 20))} per {window} seconds")
+        self.item = parse(f"{int(cfg.get('LOGIN_MAX_FAILURES_PER_IP', 100))} per "
+                          f"{int(cfg.get('LOGIN_IP_WINDOW_SECONDS', 900))} seconds")
 
-    def wait(self, email: str, ip: str) -> int:
-        """Seconds before this email from this address may try again (0: go ahead)."""
-        now = time.time()
-        wait = 0.0
-        for item, key in ((self.account, email), (self.ip, ip)):
-            if not self.limiter.test(item, "login", key):
-                reset = self.limiter.get_window_stats(item, "login", key).reset_time
-                wait = max(wait, reset - now, 1)
-        return int(wait + 0.999)
+    def wait(self, ip: str) -> int:
+        """Seconds before this address may try again (0: go ahead)."""
+        if self.limiter.test(self.item, "login-ip", ip):
+            return 0
+        reset = self.limiter.get_window_stats(self.item, "login-ip", ip).reset_time
+        return max(1, int(reset - time.time() + 0.999))
 
-    def failed(self, email: str, ip: str) -> None:
-        self.limiter.hit(self.account, "login", email)
-        self.limiter.hit(self.ip, "login", ip)
-
-    def succeeded(self, email: str) -> None:
-        self.limiter.clear(self.account, "login", email)
+    def failed(self, ip: str) -> None:
+        self.limiter.hit(self.item, "login-ip", ip)
 
 
-def throttle() -> LoginThrottle:
+class AddressThrottled(Exception):
+    def __init__(self, seconds: int):
+        super().__init__(f"Too many failed sign-ins from this address. Try again in {seconds} seconds.")
+        self.retry_after = seconds
+
+
+def throttle() -> AddressThrottle:
     return current_app.extensions["login_throttle"]
 
 
@@ -126,14 +124,7 @@ class LoginForm(FlaskForm):
 bp = Blueprint("auth", __name__)
 
 
-def _safe_next(target: str) -> str:
-    """Only same-site relative paths: never an open redirect (//host, /\\host, scheme:)."""
-    if not target.startswith("/") or target.startswith(("//", "/\\")) or "\\" in target[:3]:
-        return url_for("overview.index")
-    return target
-
-
-def _fresh_session() -> None:
+def fresh_session() -> None:
     """Empty the session, and forget this request's cached CSRF token so a new one is issued."""
     session.clear()
     g.pop("csrf_token", None)
@@ -145,34 +136,37 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("overview.index"))
     form = LoginForm()
-    status = 200
+    status, retry_after = 200, 0
     if form.validate_on_submit():
-        email, ip = form.email.data.strip().lower(), client_ip()
-        wait = throttle().wait(email, ip)
-        if wait:
-            log.warning("auth.login.throttled", extra={"ip": ip})
-            form.form_errors.append(f"Too many failed attempts. Try again in {wait} seconds.")
-            status = 429
+        ip = client_ip()
+        try:
+            if wait := throttle().wait(ip):
+                log.warning("auth.login.throttled", extra={"ip": ip})
+                raise AddressThrottled(wait)
+            user = signin.sign_in(email=form.email.data, password=form.password.data, ip=ip)
+        except (signin.AccountLocked, AddressThrottled) as err:
+            if getattr(err, "checked", False):  # refusals during a lock check no password
+                throttle().failed(ip)
+                log.warning("auth.login.locked", extra={"ip": ip})
+            form.form_errors.append(str(err))
+            status, retry_after = 429, err.retry_after
         else:
-            user = staff_service.authenticate(email, form.password.data)
             if user is None:
-                throttle().failed(email, ip)
-                staff_service.login_failed(email=email, ip=ip)
+                throttle().failed(ip)
                 form.form_errors.append("Email or password is incorrect.")
                 status = 401
             else:
-                throttle().succeeded(email)
-                _fresh_session()  # nothing from before sign-in survives it
+                target = safe_next(request.args.get("next"), url_for("overview.index"))
+                fresh_session()  # nothing from before sign-in survives it
                 session.permanent = True  # idle expiry after PERMANENT_SESSION_LIFETIME
                 login_user(user)
                 session["signed_in_at"] = int(time.time())
-                staff_service.login_succeeded(staff=user, ip=ip)
-                return redirect(_safe_next(request.args.get("next", "")))
+                return redirect(target)
     elif request.method == "POST":
         status = 422
     resp = htmx.render("auth/login.html", None, form=form)
-    if status == 429:
-        resp.headers["Retry-After"] = str(wait)
+    if retry_after:
+        resp.headers["Retry-After"] = str(retry_after)
     return resp, status
 
 
@@ -182,13 +176,13 @@ def logout():
     if current_user.is_authenticated:
         staff_service.logged_out(staff=current_user._get_current_object(), ip=client_ip())
     logout_user()
-    _fresh_session()
+    fresh_session()
     flash("You have been signed out.", "info")
     return redirect(url_for("auth.login"))
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["login_throttle"] = LoginThrottle(app)
+    app.extensions["login_throttle"] = AddressThrottle(app)
     login_manager.init_app(app)
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
@@ -231,7 +225,7 @@ def init_app(app: Flask) -> None:
         limit = app.config.get("SESSION_ABSOLUTE_HOURS", 12) * 3600
         if started is not None and time.time() - started > limit:
             logout_user()
-            _fresh_session()
+            fresh_session()
             flash("Your session has ended; please sign in again.", "info")
 
     @app.context_processor

@@ -38,15 +38,18 @@ def create_staff(email: str, role: str, password: str | None, name: str) -> None
 @click.option("--name", required=True)
 @click.option("--scopes", default="", help="Comma-separated; all scopes when omitted: "
               + ",".join(staff_service.API_SCOPES))
+@click.option("--rate-limit", default="", help="This key's own limit, e.g. \"100 per minute\"; "
+              "not throttled when omitted (customers keep their API_CUSTOMER_RATE_LIMIT).")
 @with_appcontext
-def create_api_key(name: str, scopes: str) -> None:
+def create_api_key(name: str, scopes: str, rate_limit: str) -> None:
     """Create an API key for the product backend; prints the key once."""
     wanted = [s.strip() for s in scopes.split(",") if s.strip()] or None
     try:
-        key, plain = staff_service.create_api_key(name=name, scopes=wanted)
+        key, plain = staff_service.create_api_key(name=name, scopes=wanted, rate_limit=rate_limit)
     except ServiceError as err:
         raise click.ClickException(str(err)) from None
-    click.echo(f"API key {key.name!r} (id {key.id}, scopes {key.scopes}). Store it now; "
+    limit = f"rate limit {key.rate_limit}" if key.rate_limit else "not throttled"
+    click.echo(f"API key {key.name!r} (id {key.id}, scopes {key.scopes}, {limit}). Store it now; "
                "it is not shown again:")
     click.echo(plain)
 

@@ -83,8 +83,13 @@ def from_env() -> dict:
         "RAZORPAY_WEBHOOK_SECRET": os.environ.get("RAZORPAY_WEBHOOK_SECRET"),
         "RAZORPAY_API_BASE": os.environ.get("RAZORPAY_API_BASE"),
         "CUSTOMER_WEBHOOK_SECRET": os.environ.get("CUSTOMER_WEBHOOK_SECRET"),
-        "REDIS_URL": os.environ.get("REDIS_URL"),
-        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", "1200 per minute"),
+        # Rate limits (dashboard/api/limits.py, docs/api.md "Rate limits"): counters in Redis when
+        # REDIS_URL is set, else in each process's memory.
+        "REDIS_URL": os.environ.get("REDIS_URL") or None,
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "creditdesk"),
+        "API_CUSTOMER_RATE_LIMIT": os.environ.get("API_CUSTOMER_RATE_LIMIT", "600 per minute"),
+        # keys are not throttled unless they carry their own limit; this is a default for the others
+        "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", ""),
         "API_IP_RATE_LIMIT": os.environ.get("API_IP_RATE_LIMIT", "120 per minute"),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
@@ -94,6 +99,16 @@ def from_env() -> dict:
         "REMEMBER_COOKIE_DURATION": timedelta(hours=8),
         "REMEMBER_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
         "REMEMBER_COOKIE_HTTPONLY": True,
+        # Staff sign-in (docs/security.md): per-account lock shared by every process, a coarse
+        # per-address guard, HSTS over https, and the proxies trusted for client address/scheme.
+        "LOGIN_MAX_FAILURES": int(os.environ.get("LOGIN_MAX_FAILURES", "5")),
+        "LOGIN_FAILURE_WINDOW_SECONDS": int(os.environ.get("LOGIN_FAILURE_WINDOW_SECONDS", "900")),
+        "LOGIN_LOCK_SECONDS": int(os.environ.get("LOGIN_LOCK_SECONDS", "900")),
+        "LOGIN_MAX_FAILURES_PER_IP": int(os.environ.get("LOGIN_MAX_FAILURES_PER_IP", "100")),
+        "LOGIN_IP_WINDOW_SECONDS": int(os.environ.get("LOGIN_IP_WINDOW_SECONDS", "900")),
+        "HSTS_MAX_AGE": int(os.environ.get("HSTS_MAX_AGE", str(365 * 24 * 3600))),
+        "PROXY_FIX_X_FOR": int(os.environ.get("PROXY_FIX_X_FOR", "0")),
+        "PROXY_FIX_X_PROTO": int(os.environ.get("PROXY_FIX_X_PROTO", "0")),
         "WTF_CSRF_TIME_LIMIT": None,  # tied to the session, which already expires in hours
         "MAX_CONTENT_LENGTH": 2 * 1024 * 1024,
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),

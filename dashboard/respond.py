@@ -6,7 +6,9 @@ a plain form post (no JavaScript) gets a flash message and a 303 redirect back t
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import date
+from urllib.parse import unquote, urlsplit
 
 from flask import flash, redirect, request
 
@@ -28,6 +30,36 @@ def date_arg(name: str) -> date | None:
         return date.fromisoformat(request.args.get(name, "").strip())
     except ValueError:
         return None
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """The one redirect guard (sign-in `?next=`, form `next`): a same-site path, else `default`.
+
+    Refused: a scheme or host (`https:`, `//host`), any backslash (browsers read `/\\host` as
+    `//host`), and any control or whitespace character, before or after percent-decoding
+    (browsers drop a tab, so `/<TAB>/evil.test` is `//evil.test`; a newline breaks the header).
+    Only the query may hold an encoded space (`?q=a%20b`), since it stays encoded there.
+    """
+    raw = target or ""
+    text = raw
+    for _ in range(3):  # a double-encoded `%252F` must not decode into the next check's blind spot
+        text, before = unquote(text), text
+        if text == before:
+            break
+    path, _, query = text.partition("?")
+    if not raw.startswith("/") or path.startswith("//") or "\\" in text or len(raw) > 2000:
+        return default
+    if any(_unsafe(ch) for ch in path) or any(_unsafe(ch) and ch != " " for ch in query) \
+            or any(_unsafe(ch) for ch in raw):
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return default
+    return raw
+
+
+def _unsafe(ch: str) -> bool:
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
 
 
 def with_trigger(resp, *events: str, message: str | None = None, category: str = "success"):

@@ -1,8 +1,10 @@
-"""Security headers on every response; CSRF failures as a clear 400."""
+"""Security headers on every response (HSTS over https); the proxies trusted for the client's
+address and scheme; CSRF failures as a clear 400."""
 from __future__ import annotations
 
 from flask import Flask, request
 from flask_wtf.csrf import CSRFError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from dashboard import htmx
 
@@ -12,6 +14,13 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 
 
 def init_app(app: Flask) -> None:
+    x_for = int(app.config.get("PROXY_FIX_X_FOR") or 0)
+    x_proto = int(app.config.get("PROXY_FIX_X_PROTO") or 0)
+    if x_for or x_proto:
+        # Only as many X-Forwarded-* hops as there are proxies we run: a client can forge more.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=x_for, x_proto=x_proto)
+    hsts = f"max-age={int(app.config.get('HSTS_MAX_AGE', 31536000))}; includeSubDomains"
+
     @app.after_request
     def _headers(resp):
         h = resp.headers
@@ -20,6 +29,8 @@ def init_app(app: Flask) -> None:
         h.setdefault("X-Content-Type-Options", "nosniff")
         h.setdefault("Referrer-Policy", "same-origin")
         h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+        if app.config.get("SESSION_COOKIE_SECURE") and request.is_secure:
+            h.setdefault("Strict-Transport-Security", hsts)
         if request.path.startswith("/static/"):
             h.setdefault("Cache-Control", "public, max-age=3600")
         elif "Cache-Control" not in h:

@@ -21,14 +21,24 @@ class Staff(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     active: Mapped[bool] = mapped_column(default=True)
-    # Bumped on password change / deactivation so that old sessions stop working.
+    # Carried in the session and checked on every request; bumped at sign-out, password
+    # change or reset, role change, deactivation and "sign out everywhere".
     session_version: Mapped[int] = mapped_column(default=0)
+    # Failed sign-ins in the current window, shared by every process (services/staff.py).
+    failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
+    first_failed_at: Mapped[datetime | None]
+    locked_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
 
     @property
     def is_active(self) -> bool:  # Flask-Login
         return self.active
+
+    @property
+    def is_locked(self) -> bool:
+        """Signed-in refused after too many failures, until locked_until or an admin unlocks."""
+        return self.locked_until is not None and self.locked_until > utcnow()
 
     def get_id(self) -> str:  # Flask-Login: invalidated by session_version
         return f"{self.id}:{self.session_version}"
@@ -46,6 +56,8 @@ class ApiKey(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # Flask-Limiter notation ("100 per minute"); NULL: the key is not throttled (docs/api.md)
+    rate_limit: Mapped[str | None] = mapped_column(String(64))
 
     @property
     def scope_list(self) -> list[str]:

@@ -23,7 +23,9 @@ class Task(db.Model):
     priority: Mapped[int] = mapped_column(default=0)
     estimated_credits: Mapped[int] = mapped_column(Credits)
     charged_credits: Mapped[int] = mapped_column(Credits, default=0)
-    actual_credits: Mapped[int | None] = mapped_column(Credits)
+    actual_credits: Mapped[int | None] = mapped_column(Credits)  # charged for the work: <= charged
+    # What the work used, uncapped: above actual_credits when usage outran the estimate.
+    usage_credits: Mapped[int | None] = mapped_column(Credits)
     refunded_credits: Mapped[int] = mapped_column(Credits, default=0)
     # Not a foreign key: entries point at tasks, and a cycle would complicate bulk loads.
     charge_entry_id: Mapped[int | None] = mapped_column(Credits)

@@ -1,10 +1,11 @@
 """Batch debits: up to 1,000 debits in one transaction, one result per item, in order.
 
-Each item carries its own idempotency key, used as the ledger key `api-debit:<key>` (the same key
-a single debit with that Idempotency-Key uses), so a retried batch replays the items already
-applied and runs the rest. Every involved account is locked once, in id order; each item is
-checked before anything is written for it, so a failing item (unknown customer, unpriced
-feature, insufficient credits, reused key) gets its error without aborting the others and no
+Each item carries its own idempotency key, used as the ledger key `api-debit:<scope><key>` (the
+same key a single debit with that Idempotency-Key uses; the scope names the calling API key), so a
+retried batch replays the items already applied and runs the rest. Every involved account is
+locked once, in id order; each item is checked before anything is written for it, so a failing
+item (unknown customer, unpriced feature, insufficient credits, reused key, or refused by the
+customer's rate limit before the batch runs) gets its error without aborting the others and no
 savepoint is needed.
 
 The movements are computed in memory under those locks (the ledger's own draw order, expiry
@@ -44,6 +45,8 @@ class Item:
     quantity: int | None = None
     credits: int | None = None
     reference: str | None = None
+    scope: str = ""  # the caller's key scope ("k<api key id>:"): keys of two API keys never meet
+    refused: ServiceError | None = None  # decided before the batch runs (the customer's rate limit)
 
 
 def ledger_key(idempotency_key: str) -> str:
@@ -131,15 +134,18 @@ class _Bucket:
 def _run(items: list[Item], actor: Actor) -> list[dict]:
     prices = _prices({it.feature for it in items if it.credits is None})
     with atomic() as s:
-        ids, accounts = _lock(s, {it.customer for it in items})
+        ids, accounts = _lock(s, {it.customer for it in items if it.refused is None})
         post = _Posting(s, actor, accounts)
-        keys = {ledger_key(it.idempotency_key) for it in items}
+        keys = {ledger_key(it.scope + it.idempotency_key) for it in items if it.refused is None}
         # found after the locks, so nothing slips between
         for row in s.execute(select(*_DONE_COLS).where(_among(s, ENTRIES.c.idempotency_key, keys,
                                                               String))):
             post.done[row.idempotency_key] = dict(row._mapping)
         results = []
         for i, item in enumerate(items):
+            if item.refused is not None:
+                results.append(_err(i, item, item.refused))
+                continue
             try:
                 results.append(_one(i, item, prices, ids, post))
             except ServiceError as err:
@@ -279,7 +285,7 @@ def _one(i: int, item: Item, prices: dict, ids: dict, post: _Posting) -> dict:
                                details={"feature": "no price for this feature"})
     h = request_hash(customer=item.customer, credits=credits, feature=item.feature,
                      quantity=item.quantity, reference=item.reference)
-    key = ledger_key(item.idempotency_key)
+    key = ledger_key(item.scope + item.idempotency_key)
     if (entry := post.done.get(key)) is not None:
         if entry["request_hash"] != h:
             raise IdempotencyConflict(f"Idempotency key {item.idempotency_key!r} was already used "

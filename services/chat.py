@@ -10,7 +10,10 @@ settle on the tokens actually used, refund on failure.
    first streamed token only: a stream that broke half-way cannot switch).
 4. Settle: actual = usage x price, capped at the hold; the rest is refunded (services.tasks).
    Failure: full refund and 502 AI_PROVIDER_ERROR. A client that hangs up mid-stream pays for the
-   prompt and the text it was sent (estimated from characters).
+   prompt and the text it was sent (estimated from characters), settled the moment the server
+   notices; an error of ours mid-stream refunds in full and ends with an `error` event.
+   A stream outlives its request's session: the iterator holds ids and plain values only, and
+   each of its database steps runs in an app context (and session) of its own.
 5. Prompt cache (optional, AI_CHAT_CACHE_TTL_SECONDS > 0): keyed on the model, max_tokens and the
    normalized messages (whitespace collapsed, case folded). A hit answers without a provider call
    and is charged AI_CHAT_CACHE_HIT_PERCENT % of what the call that filled it cost (rounded up;
@@ -23,15 +26,16 @@ import json
 import logging
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from models import PromptCache, Task, db, utcnow
-from services import customers, ledger, pricing, tasks
+from models import PromptCache, db, utcnow
+from services import context, customers, ledger, pricing, tasks
 from services.db import atomic
 from services.errors import Conflict, IdempotencyInUse, ServiceError, ValidationFailed
 from services.ledger import SYSTEM, Actor
@@ -55,6 +59,13 @@ class AiNotConfigured(ServiceError):
     status, code = 503, "AI_NOT_CONFIGURED"
 
 
+@dataclass(frozen=True)
+class Rate:
+    """A feature price as plain values (what metering reads): safe to keep past a session."""
+    credits_per_unit: int
+    unit: str
+
+
 @dataclass
 class Prepared:
     customer_id: int
@@ -62,7 +73,7 @@ class Prepared:
     model: str | None
     max_tokens: int
     feature: str
-    price: object
+    price: Rate
     estimate: int
     cache_key: str | None
 
@@ -121,6 +132,7 @@ def prepare(*, external_id: str, messages: list[dict], model: str | None = None,
     if price is None:
         raise ValidationFailed(f"Feature {FEATURE!r} has no price; an admin sets it under Pricing.",
                                details={"feature": "no price for this feature"})
+    price = Rate(price.credits_per_unit, price.unit or "")
     tokens = metering.estimate_prompt_tokens(messages) + max_tokens
     estimate = max(metering.credits_for_tokens(price, tokens), 1)
     key = cache_key(messages, model, max_tokens) if _cfg("AI_CHAT_CACHE_TTL_SECONDS", 0) > 0 else None
@@ -134,7 +146,7 @@ def _balance(customer_id: int) -> int:
 
 # --- the hold, the call, the settlement -------------------------------------------------------------
 
-def _hold(p: Prepared, *, key: str | None, actor: Actor, stream: bool) -> Task:
+def _hold(p: Prepared, *, key: str | None, actor: Actor, stream: bool) -> int:
     """Charge the estimate as a prepaid task that is processing from the start."""
     with atomic():
         task = tasks.create(type=p.feature, customer_id=p.customer_id, mode="sync",
@@ -149,7 +161,7 @@ def _hold(p: Prepared, *, key: str | None, actor: Actor, stream: bool) -> Task:
             raise Conflict("A chat call with this Idempotency-Key has finished already "
                            f"(task {task.id}); send a new key for a new call.")
         tasks.start(task_id=task.id, provider=endpoints()[0].name)
-    return task
+        return task.id
 
 
 def _chain() -> list[ChatCompletions]:
@@ -165,7 +177,7 @@ def _failed_over(task_id: int, err: ProviderError) -> None:
                   data={"provider": err.provider, "status": err.status, "retryable": err.retryable})
 
 
-def _settle(p: Prepared, task: Task, result: Result, failures: list[ProviderError],
+def _settle(p: Prepared, task_id: int, result: Result, failures: list[ProviderError],
             actor: Actor) -> ChatAnswer:
     if result.usage.estimated:  # an endpoint that streams without usage: count characters
         result.usage = Usage(metering.estimate_prompt_tokens(p.messages),
@@ -173,7 +185,7 @@ def _settle(p: Prepared, task: Task, result: Result, failures: list[ProviderErro
                              estimated=True)
     handler = registry.lookup(FEATURE).handler
     fallback_from = [f.provider for f in failures]
-    done = handler.succeed(task, result, actor=actor, output={
+    done = handler.succeed(tasks.get(task_id), result, actor=actor, output={
         "provider": result.provider, "model": result.model, "usage": result.usage.as_dict(),
         "finish_reason": result.output.get("finish_reason"), "fallback_from": fallback_from})
     if result.output.get("finish_reason") == "stop":
@@ -185,13 +197,14 @@ def _settle(p: Prepared, task: Task, result: Result, failures: list[ProviderErro
                       balance=_balance(p.customer_id), task_id=done.id, fallback_from=fallback_from)
 
 
-def _refund(p: Prepared, task: Task, failures: list[ProviderError], actor: Actor) -> ServiceError:
+def _refund(p: Prepared, task_id: int, failures: list[ProviderError],
+            actor: Actor) -> ServiceError:
     last = failures[-1] if failures else ProviderError("no provider answered", retryable=True)
-    tasks.fail(task_id=task.id, error=f"chat failed: {last}", actor=actor)
+    tasks.fail(task_id=task_id, error=f"chat failed: {last}", actor=actor)
     err = AiProviderError(f"The AI provider failed ({last.message}); the hold was refunded.",
                           details={"providers": [{"provider": f.provider, "status": f.status,
                                                   "error": f.message} for f in failures],
-                                   "task_id": task.id, "balance": _balance(p.customer_id)})
+                                   "task_id": task_id, "balance": _balance(p.customer_id)})
     err.retryable = all(f.retryable for f in failures) if failures else True
     return err
 
@@ -203,19 +216,19 @@ def complete(*, external_id: str, messages: list[dict], model: str | None = None
     p = prepare(external_id=external_id, messages=messages, model=model, max_tokens=max_tokens)
     if (hit := cached_answer(p, key=key, actor=actor)) is not None:
         return hit
-    task = _hold(p, key=key, actor=actor, stream=False)
+    task_id = _hold(p, key=key, actor=actor, stream=False)
     failures: list[ProviderError] = []
     for provider in _chain():
         try:
-            result = provider.run(p.payload(), request_id=f"creditdesk-task-{task.id}-1")
+            result = provider.run(p.payload(), request_id=f"creditdesk-task-{task_id}-1")
         except ProviderError as err:
             failures.append(err)
-            _failed_over(task.id, err)
+            _failed_over(task_id, err)
             if not err.retryable:
                 break
             continue
-        return _settle(p, task, result, failures, actor)
-    raise _refund(p, task, failures, actor)
+        return _settle(p, task_id, result, failures, actor)
+    raise _refund(p, task_id, failures, actor)
 
 
 def stream(*, external_id: str, messages: list[dict], model: str | None = None,
@@ -223,12 +236,14 @@ def stream(*, external_id: str, messages: list[dict], model: str | None = None,
            actor: Actor = SYSTEM) -> Iterator[tuple[str, dict]]:
     """The streamed variant: checks and the hold happen now (errors raise before any byte is
     sent); the returned iterator yields ("delta", {content}) events, then ("done", answer) or
-    ("error", envelope), and settles before its last event."""
+    ("error", envelope), and settles before its last event. It needs no request or app context:
+    the response is iterated after Flask has torn the request's down."""
     p = prepare(external_id=external_id, messages=messages, model=model, max_tokens=max_tokens)
     if (hit := cached_answer(p, key=key, actor=actor)) is not None:
         return iter([("delta", {"content": hit.content}), ("done", _done(hit))])
-    task = _hold(p, key=key, actor=actor, stream=True)
-    return _stream(p, task, actor)
+    task_id = _hold(p, key=key, actor=actor, stream=True)
+    scope = _Scope(current_app._get_current_object(), context.request_id())
+    return _stream(p, task_id, _chain(), actor, scope)
 
 
 def _done(answer: ChatAnswer) -> dict:
@@ -237,51 +252,116 @@ def _done(answer: ChatAnswer) -> dict:
     return out
 
 
-def _stream(p: Prepared, task: Task, actor: Actor) -> Iterator[tuple[str, dict]]:
-    sent: list[str] = []
-    failures: list[ProviderError] = []
-    settled = False
+@dataclass(frozen=True)
+class _Scope:
+    """What a stream's later steps run under: the app (a context and session of their own) and
+    the request id of the request that started it (logs, ledger entries, X-Request-Id)."""
+    app: Flask
+    request_id: str | None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self.app.app_context(), context.request_scope(self.request_id):
+            yield
+
+    def each(self, items: Iterator) -> Iterator:
+        """Pull each item of `items` (a provider stream) under the request id, without holding
+        the context variable across a yield; closing this closes `items` (the upstream call)."""
+        end = object()
+        try:
+            while True:
+                with context.request_scope(self.request_id):
+                    item = next(items, end)
+                if item is end:
+                    return
+                yield item
+        finally:
+            items.close()
+
+
+@dataclass
+class _Progress:
+    sent: list[str] = field(default_factory=list)
+    settled: bool = False
+
+
+def _stream(p: Prepared, task_id: int, chain: list[ChatCompletions], actor: Actor,
+            scope: _Scope) -> Iterator[tuple[str, dict]]:
+    state = _Progress()
     try:
-        for provider in _chain():
-            result = None
-            try:
-                for piece in provider.stream(p.payload(), request_id=f"creditdesk-task-{task.id}-1"):
-                    if isinstance(piece, Result):
-                        result = piece
-                    else:
-                        sent.append(piece)
-                        yield "delta", {"content": piece}
-            except ProviderError as err:
-                failures.append(err)
-                _failed_over(task.id, err)
-                if sent or not err.retryable:
-                    break  # the client has part of an answer: no switching providers now
-                continue
-            settled = True
-            yield "done", _done(_settle(p, task, result, failures, actor))
-            return
-        settled = True
-        err = _refund(p, task, failures, actor)
-        yield "error", {"success": False, "error": err.message, "code": err.code,
-                        "retryable": err.retryable, "details": err.details}
+        yield from _relay(p, task_id, chain, actor, scope, state)
+    except Exception:  # ours, not the provider's: refund, and end the stream with an error event
+        log.exception("chat.stream_failed task_id=%s", task_id, extra={"task_id": task_id})
+        refunded = False
+        if not state.settled:
+            state.settled = True
+            with scope():
+                refunded = _internal_failure(task_id, actor)
+        yield "error", {"success": False, "code": "INTERNAL_ERROR", "retryable": True,
+                        "error": "The chat failed on our side" + (
+                            "; the hold was refunded." if refunded else "."),
+                        "details": {"task_id": task_id}}
     finally:
-        if not settled:  # the client hung up (GeneratorExit) or a bug: settle what was sent
-            _abandoned(p, task, "".join(sent), actor)
+        if not state.settled:  # the client hung up (GeneratorExit): settle what was sent
+            with scope():
+                _abandoned(p, task_id, "".join(state.sent), actor)
 
 
-def _abandoned(p: Prepared, task: Task, text: str, actor: Actor) -> None:
-    db.session.rollback()
+def _relay(p: Prepared, task_id: int, chain: list[ChatCompletions], actor: Actor, scope: _Scope,
+           state: _Progress) -> Iterator[tuple[str, dict]]:
+    failures: list[ProviderError] = []
+    for provider in chain:
+        result = None
+        try:
+            for piece in scope.each(provider.stream(p.payload(),
+                                                    request_id=f"creditdesk-task-{task_id}-1")):
+                if isinstance(piece, Result):
+                    result = piece
+                else:
+                    state.sent.append(piece)
+                    yield "delta", {"content": piece}
+        except ProviderError as err:
+            failures.append(err)
+            with scope():
+                _failed_over(task_id, err)
+            if state.sent or not err.retryable:
+                break  # the client has part of an answer: no switching providers now
+            continue
+        with scope():
+            answer = _settle(p, task_id, result, failures, actor)
+        state.settled = True
+        yield "done", _done(answer)
+        return
+    with scope():
+        err = _refund(p, task_id, failures, actor)
+    state.settled = True
+    yield "error", {"success": False, "error": err.message, "code": err.code,
+                    "retryable": err.retryable, "details": err.details}
+
+
+def _abandoned(p: Prepared, task_id: int, text: str, actor: Actor) -> None:
     tokens = metering.estimate_prompt_tokens(p.messages) + metering.estimate_text_tokens(text)
     actual = metering.credits_for_tokens(p.price, tokens) if text else 0
     try:
         with atomic() as s:
-            lock_task(s, task.id)  # before the log row's key-share lock: no lock upgrade
-            tasks.log(s, task.id, "client disconnected mid-stream; charged the text sent",
+            lock_task(s, task_id)  # before the log row's key-share lock: no lock upgrade
+            tasks.log(s, task_id, "client disconnected mid-stream; charged the text sent",
                       level="warning", data={"characters": len(text), "actual_credits": actual})
-            tasks.complete(task_id=task.id, actual_credits=actual, actor=actor,
+            tasks.complete(task_id=task_id, actual_credits=actual, actor=actor,
                            output={"abandoned": True, "characters": len(text)})
     except ServiceError:
-        log.warning("chat.abandoned_settle_failed task_id=%s", task.id, exc_info=True)
+        log.warning("chat.abandoned_settle_failed task_id=%s", task_id, exc_info=True)
+
+
+def _internal_failure(task_id: int, actor: Actor) -> bool:
+    """Refund the hold in full; False when that failed (already settled, or the database is down:
+    then the timeout sweep refunds an open hold)."""
+    try:
+        tasks.fail(task_id=task_id, error="chat stream failed on our side", actor=actor)
+        return True
+    except Exception:
+        log.warning("chat.stream_refund_failed task_id=%s", task_id, exc_info=True)
+        return False
 
 
 # --- the prompt cache -------------------------------------------------------------------------------

@@ -79,3 +79,17 @@ class Conflict(ServiceError):
 class Forbidden(ServiceError):
     """Not allowed."""
     status, code = 403, "AUTH_FORBIDDEN"
+
+
+class RateLimited(ServiceError):
+    """Too many requests; retry after the delay in Retry-After."""
+    status, code, retryable = 429, "RATE_LIMITED", True
+
+    def __init__(self, message: str = "", *, retry_after: int = 60, details=None):
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class DatabaseUnavailable(ServiceError):
+    """The database is unavailable; retry after the delay in Retry-After."""
+    status, code, retryable = 503, "DATABASE_UNAVAILABLE", True

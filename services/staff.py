@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
+from limits import parse_many
 from psycopg.rows import namedtuple_row
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 
 from models import ApiKey, Staff, db, utcnow
 from models.staff import ROLES
@@ -41,24 +42,6 @@ def check_password(staff: Staff, password: str) -> bool:
     return ok
 
 
-# A hash that always fails, so that an unknown email costs as much time as a wrong password.
-_DUMMY = None
-
-
-def authenticate(email: str, password: str) -> Staff | None:
-    """The active staff member with this email and password, or None (same cost either way)."""
-    global _DUMMY
-    staff = db.session.scalar(select(Staff).where(Staff.email == (email or "").strip().lower()))
-    if staff is None or not staff.active:
-        _DUMMY = _DUMMY or hash_password(secrets.token_hex(8))
-        try:
-            _hasher().verify(_DUMMY, password or "")
-        except (VerificationError, InvalidHashError):
-            pass
-        return None
-    return staff if check_password(staff, password or "") else None
-
-
 def validate_password(password: str) -> None:
     if len(password or "") < 12:
         raise ValidationFailed("Passwords need at least 12 characters.",
@@ -84,21 +67,18 @@ def create(*, email: str, role: str, password: str, name: str = "", by=None,
         return staff
 
 
-def login_succeeded(*, staff: Staff, ip: str | None) -> None:
-    with atomic():
-        staff.last_login_at = utcnow()
-        audit.record(action="login.success", staff=staff, ip=ip)
-
-
 def logged_out(*, staff: Staff, ip: str | None) -> None:
-    with atomic():
+    """Sign-out ends the session on the server too: the old cookie's version no longer matches."""
+    with atomic() as s:
+        _bump_sessions(s, staff.id)
         audit.record(action="logout", staff=staff, ip=ip)
 
 
-def login_failed(*, email: str, ip: str | None) -> None:
-    """Audit a failed sign-in (the email as typed; never the password)."""
-    with atomic():
-        audit.record(action="login.failed", actor=email[:320], ip=ip)
+def _bump_sessions(s, staff_id: int) -> None:
+    """One UPDATE, so that concurrent bumps from several processes never lose one."""
+    s.execute(update(Staff).where(Staff.id == staff_id)
+              .values(session_version=Staff.session_version + 1)
+              .execution_options(synchronize_session=False))
 
 
 # --- API keys ------------------------------------------------------------------------------------
@@ -107,9 +87,26 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def rate_limit_value(raw: str | None) -> str | None:
+    """A key's rate limit in Flask-Limiter notation ("100 per minute", "10/second; 500/hour"),
+    normalised; None for empty (not throttled). 422 when it does not parse."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        items = []
+    if not items or len(raw) > 64 or any(i.amount < 1 for i in items):
+        raise ValidationFailed("Write the rate limit like “100 per minute” or “10/second; 500/hour”.",
+                               details={"rate_limit": "invalid"})
+    return raw
+
+
 def create_api_key(*, name: str, scopes: list[str] | None = None, by=None,
-                   ip: str | None = None) -> tuple[ApiKey, str]:
+                   ip: str | None = None, rate_limit: str | None = None) -> tuple[ApiKey, str]:
     """Create a key; returns (row, plain key). The plain key is shown once and never stored."""
+    rate_limit = rate_limit_value(rate_limit)
     name = (name or "").strip()
     if not name:
         raise ValidationFailed("A name is required.", details={"name": "required"})
@@ -121,12 +118,29 @@ def create_api_key(*, name: str, scopes: list[str] | None = None, by=None,
     plain = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
     with atomic() as s:
         key = ApiKey(name=name, prefix=prefix, key_hash=_digest(plain), scopes=",".join(scopes),
-                     created_by_id=getattr(by, "id", None))
+                     created_by_id=getattr(by, "id", None), rate_limit=rate_limit)
         s.add(key)
         s.flush()
         audit.record(action="apikey.create", staff=by, target_type="api_key", target_id=key.id,
-                     after={"name": name, "prefix": prefix, "scopes": scopes}, ip=ip)
+                     after={"name": name, "prefix": prefix, "scopes": scopes,
+                            **({"rate_limit": rate_limit} if rate_limit else {})}, ip=ip)
         return key, plain
+
+
+def set_api_key_rate_limit(*, key_id: int, rate_limit: str | None, by=None,
+                           ip: str | None = None) -> ApiKey:
+    """Set (or clear, with None/empty) a key's own rate limit; applies from its next call."""
+    value = rate_limit_value(rate_limit)
+    with atomic() as s:
+        key = s.get(ApiKey, key_id, with_for_update=True)
+        if key is None:
+            raise NotFound(f"No API key {key_id}.")
+        if key.rate_limit != value:
+            audit.record(action="apikey.rate_limit", staff=by, target_type="api_key",
+                         target_id=key.id, before={"rate_limit": key.rate_limit},
+                         after={"rate_limit": value}, ip=ip)
+            key.rate_limit = value
+        return key
 
 
 @dataclass(frozen=True)
@@ -136,6 +150,7 @@ class LiveKey:
     id: int
     scopes: str
     last_used_at: object
+    rate_limit: str | None = None
 
     @property
     def scope_list(self) -> list[str]:
@@ -143,11 +158,11 @@ class LiveKey:
 
 
 _LIVE_KEY = select(ApiKey.__table__.c.id, ApiKey.__table__.c.key_hash, ApiKey.__table__.c.scopes,
-                   ApiKey.__table__.c.last_used_at).where(
+                   ApiKey.__table__.c.last_used_at, ApiKey.__table__.c.rate_limit).where(
     ApiKey.__table__.c.prefix == bindparam("prefix"), ApiKey.__table__.c.revoked_at.is_(None))
 
 
-_PG_LIVE_KEY = ("SELECT id, key_hash, scopes, last_used_at FROM api_keys "
+_PG_LIVE_KEY = ("SELECT id, key_hash, scopes, last_used_at, rate_limit FROM api_keys "
                 "WHERE prefix = %(prefix)s AND revoked_at IS NULL")
 
 
@@ -164,7 +179,8 @@ def live_api_key(plain: str) -> LiveKey | None:
         row = db.session.execute(_LIVE_KEY, {"prefix": prefix}).first()
     if row is None or not hmac.compare_digest(row.key_hash, _digest(plain)):
         return None
-    return LiveKey(id=row.id, scopes=row.scopes, last_used_at=row.last_used_at)
+    return LiveKey(id=row.id, scopes=row.scopes, last_used_at=row.last_used_at,
+                   rate_limit=row.rate_limit)
 
 
 def revoke_api_key(*, key_id: int, by=None, ip: str | None = None) -> ApiKey:
@@ -282,6 +298,28 @@ def reset_password(*, staff_id: int, by: Staff, ip: str | None = None) -> tuple[
         audit.record(action="staff.password_reset", staff=by, target_type="staff",
                      target_id=staff.id, ip=ip)
         return staff, password
+
+
+def sign_out_everywhere(*, staff_id: int, by: Staff, ip: str | None = None) -> Staff:
+    """End every session of a staff member (oneself included) on every device and process."""
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        staff.session_version += 1
+        audit.record(action="staff.sign_out_everywhere", staff=by, target_type="staff",
+                     target_id=staff.id, ip=ip)
+        return staff
+
+
+def unlock(*, staff_id: int, by: Staff, ip: str | None = None) -> Staff:
+    """Lift a sign-in lock and forget the failures counted so far."""
+    with atomic() as s:
+        staff = _lock(s, staff_id)
+        before = {"failed_logins": staff.failed_logins,
+                  "locked_until": staff.locked_until.isoformat() if staff.locked_until else None}
+        staff.failed_logins, staff.first_failed_at, staff.locked_until = 0, None, None
+        audit.record(action="staff.unlock", staff=by, target_type="staff", target_id=staff.id,
+                     before=before, after={"failed_logins": 0, "locked_until": None}, ip=ip)
+        return staff
 
 
 def list_api_keys(*, status: str | None = None, after_id: int | None = None,

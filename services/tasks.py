@@ -69,8 +69,8 @@ def create(*, type: str, customer_id: int | None = None, external_id: str | None
 
 
 def _finish(task_id: int, *, status: str, refund: int | None, actor: Actor,
-            actual: int | None = None, output: dict | None = None, error: str | None = None,
-            allowed: tuple[str, ...] = OPEN, message: str) -> Task:
+            actual: int | None = None, usage: int | None = None, output: dict | None = None,
+            error: str | None = None, allowed: tuple[str, ...] = OPEN, message: str) -> Task:
     """Move an open task to a final status once, and refund `refund` credits (None = all)."""
     with atomic() as s:
         task = s.scalar(select(Task).where(Task.id == task_id).with_for_update()
@@ -85,7 +85,7 @@ def _finish(task_id: int, *, status: str, refund: int | None, actor: Actor,
             update(Task).where(Task.id == task_id, Task.status.in_(allowed))
             .values(status=status, finished_at=now, updated_at=now, refunded_credits=give,
                     actual_credits=actual if actual is not None else (0 if refund is None else None),
-                    output=output, error=error)
+                    usage_credits=usage, output=output, error=error)
             .execution_options(synchronize_session=False)
         ).rowcount
         if done != 1:
@@ -97,7 +97,7 @@ def _finish(task_id: int, *, status: str, refund: int | None, actor: Actor,
                                    "task-settle", task=task_id, credits=give),
                                reason=message, task_id=task_id)
         log(s, task_id, message, level="info" if status == "succeeded" else "warning",
-            data={"refunded": give, "actual": actual, "error": error})
+            data={"refunded": give, "actual": actual, "usage": usage, "error": error})
     db.session.expire_all()
     return get(task_id)
 
@@ -113,15 +113,20 @@ def _settle_key(task_id: int, charge: LedgerEntry) -> str:
 
 def complete(*, task_id: int, actual_credits: int, output: dict | None = None,
              actor: Actor = SYSTEM) -> Task:
-    """Settle: refund estimate - actual when actual is lower; never charge more than the estimate."""
+    """Settle: refund estimate - actual when actual is lower; never charge more than the estimate.
+    The charge (actual_credits) is capped at what was charged; the usage (usage_credits) is kept
+    as reported, so an estimate that was too low shows."""
     if isinstance(actual_credits, bool) or not isinstance(actual_credits, int) or actual_credits < 0:
         raise ValidationFailed("actual_credits must be a whole number >= 0",
                                details={"actual_credits": "invalid"})
     task = get(task_id)
     refund = max(task.charged_credits - actual_credits, 0)
     return _finish(task_id, status="succeeded", refund=refund, actor=actor,
-                   actual=min(actual_credits, task.charged_credits), output=output,
-                   message="task completed" + (f", {refund} credits refunded" if refund else ""))
+                   actual=min(actual_credits, task.charged_credits), usage=actual_credits,
+                   output=output, message="task completed" + (
+                       f", {refund} credits refunded" if refund else "") + (
+                       f"; usage {actual_credits} exceeded the charge, capped"
+                       if actual_credits > task.charged_credits else ""))
 
 
 def fail(*, task_id: int, error: str, actor: Actor = SYSTEM) -> Task:
@@ -221,7 +226,8 @@ def retry(*, task_id: int, actor: Actor = SYSTEM, staff=None, ip: str | None = N
         done = s.execute(
             update(Task).where(Task.id == task_id, Task.status.in_(RETRYABLE))
             .values(status="pending", attempts=attempt, charge_entry_id=entry.id,
-                    charged_credits=estimate, refunded_credits=0, actual_credits=None, output=None,
+                    charged_credits=estimate, refunded_credits=0, actual_credits=None,
+                    usage_credits=None, output=None,
                     error=None, finished_at=None, started_at=None, next_attempt_at=None,
                     deadline_at=now + timedelta(seconds=timeout), updated_at=now)
             .execution_options(synchronize_session=False)).rowcount

@@ -51,6 +51,28 @@ def test_same_key_on_another_customer_is_reused(api, make):
     assert_error(status, body, "IDEMPOTENCY_KEY_REUSED", 409)
 
 
+def test_keys_are_scoped_per_api_key(app, make):
+    """Two API keys sending the same Idempotency-Key make two requests: single debits, batch items
+    and task charges each get their own ledger entry."""
+    c = make.customer(external_id="i5", credits=100)
+    one, two = ApiClient(app, make.api_key()[1]), ApiClient(app, make.api_key()[1])
+    h = {"Idempotency-Key": "shared-key"}
+    s1, b1, _ = one.post("/api/v1/customers/i5/debits", DEBIT, headers=h)
+    s2, b2, r2 = two.post("/api/v1/customers/i5/debits", {**DEBIT, "credits": 8}, headers=h)
+    assert (s1, s2) == (201, 201), (b1, b2)
+    assert "Idempotent-Replayed" not in r2.headers and b2["data"]["balance"] == 100 - 7 - 8
+    item = [{"customer": "i5", "feature": "chat", "credits": 1, "idempotency_key": "item-1"}]
+    for client in (one, two):
+        status, body, _ = client.post("/api/v1/debits/batch", {"debits": item})
+        assert status == 200 and body["data"]["results"][0]["replayed"] is False, body
+    task = {"customer": "i5", "type": "image", "mode": "async", "estimated_credits": 2}
+    assert [cl.post("/api/v1/tasks", task, headers=h)[0] for cl in (one, two)] == [201, 201]
+    assert debits_of(c.id) == 6
+    again = one.post("/api/v1/customers/i5/debits", DEBIT, headers=h)[2]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert debits_of(c.id) == 6
+
+
 def test_a_key_still_in_progress_is_409_in_use_and_retryable(api, make):
     make.customer(external_id="i4", credits=100)
     status, body, _ = api.post("/api/v1/customers/i4/debits", DEBIT, headers={"Idempotency-Key": "k4"})

@@ -70,6 +70,19 @@ def test_complete_never_charges_more_than_the_estimate(api, make):
                                          "estimated_credits": 10})[1]["data"]["task_id"]
     data = api.post(f"/api/v1/tasks/{task_id}/complete", {"actual_credits": 500})[1]["data"]
     assert (data["actual_credits"], data["refunded_credits"], data["balance"]) == (10, 0, 90)
+    # The charge is capped; the usage is kept, so a too-low estimate shows.
+    assert data["usage_credits"] == 500
+    assert api.get(f"/api/v1/tasks/{task_id}")[1]["data"]["usage_credits"] == 500
+
+
+def test_usage_is_recorded_only_for_completed_tasks(api, make):
+    make.customer(external_id="t-5b", credits=100)
+    made = [api.post("/api/v1/tasks", {"customer": "t-5b", "type": "x", "estimated_credits": 10})
+            [1]["data"]["task_id"] for _ in range(2)]
+    done = api.post(f"/api/v1/tasks/{made[0]}/complete", {"actual_credits": 7})[1]["data"]
+    failed = api.post(f"/api/v1/tasks/{made[1]}/fail", {"error": "x"})[1]["data"]
+    assert (done["actual_credits"], done["usage_credits"]) == (7, 7)
+    assert (failed["actual_credits"], failed["usage_credits"]) == (0, None)
 
 
 def test_fail_refunds_everything(api, make):

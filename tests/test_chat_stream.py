@@ -93,6 +93,37 @@ def test_a_client_that_hangs_up_pays_for_what_it_was_sent(api, ai, make):
     assert ledger.balance(c.id) == 1000 - 13
 
 
+def test_the_stream_outlives_the_session_of_its_request(app, ai, make):
+    """A WSGI server iterates the body after Flask tore the request down (and removed its
+    session): the iterator must hold no ORM object (tests/server/ proves it under gunicorn)."""
+    customer_id = setup(make).id
+    with app.test_request_context():
+        events = chat.stream(external_id="u1", messages=HELLO, max_tokens=50)
+    db.session.remove()
+    out = list(events)
+    assert [e for e, _ in out] == ["delta", "delta", "delta", "done"]
+    assert entries_of(out[-1][1]["task_id"]) == [("debit", -HELD), ("refund", HELD - ACTUAL)]
+    assert ledger.balance(customer_id) == 1000 - ACTUAL
+
+
+def test_an_error_of_ours_mid_stream_is_an_error_event_and_a_full_refund(api, ai, make,
+                                                                         monkeypatch):
+    c = setup(make)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("a bug in settlement")
+    monkeypatch.setattr(chat, "_settle", broken)  # fault injection: no real path breaks here
+    resp, events = stream(api, {"messages": HELLO, "max_tokens": 50, "stream": True})
+    assert resp.status_code == 200 and [e for e, _ in events][-1] == "error"
+    err = events[-1][1]
+    assert (err["success"], err["code"], err["retryable"]) == (False, "INTERNAL_ERROR", True)
+    assert err["error"].endswith("the hold was refunded.")
+    task = db.session.get(Task, err["details"]["task_id"])
+    db.session.refresh(task)
+    assert (task.status, task.refunded_credits) == ("failed", HELD)
+    assert ledger.balance(c.id) == 1000 and reconcile.run().ok
+
+
 def test_a_stream_key_is_spent_once_per_api_key(api, api_as, ai, make):
     c = setup(make)
     body = {"messages": HELLO, "max_tokens": 50, "stream": True}

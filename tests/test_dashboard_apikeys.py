@@ -99,3 +99,37 @@ def test_only_admins_manage_keys(login, make):
         assert c.get("/api-keys/").status_code == 403
         assert c.post(f"/api-keys/{key.id}/revoke").status_code == 403
     assert db.session.get(ApiKey, key.id).revoked_at is None
+
+
+def test_a_rate_limit_is_set_at_creation_changed_and_cleared(login):
+    admin = login("admin")
+    assert create(admin, rate_limit="100 per minute").status_code == 201
+    key = db.session.scalar(db.select(ApiKey))
+    assert key.rate_limit == "100 per minute"
+    assert "100 per minute" in admin.get("/api-keys/").get_data(as_text=True)
+    resp = admin.htmx(f"/api-keys/{key.id}/rate-limit", "POST", data={"rate_limit": "10/second"})
+    assert resp.status_code == 200 and f'id="key-{key.id}"' in resp.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(ApiKey, key.id).rate_limit == "10/second"
+    bad = admin.htmx(f"/api-keys/{key.id}/rate-limit", "POST", data={"rate_limit": "lots"})
+    assert bad.status_code == 422 and 'value="10/second"' in bad.get_data(as_text=True)
+    assert admin.htmx(f"/api-keys/{key.id}/rate-limit", "POST", data={"rate_limit": ""}).status_code == 200
+    db.session.expire_all()
+    assert db.session.get(ApiKey, key.id).rate_limit is None
+    audit = db.session.scalars(db.select(AuditLog).where(AuditLog.action == "apikey.rate_limit")
+                               .order_by(AuditLog.id)).all()
+    assert [(a.before, a.after) for a in audit] == [
+        ({"rate_limit": "100 per minute"}, {"rate_limit": "10/second"}),
+        ({"rate_limit": "10/second"}, {"rate_limit": None})]
+    assert create(admin, name="bad", rate_limit="fast").status_code == 422
+    assert login("support").post(f"/api-keys/{key.id}/rate-limit", data={"rate_limit": ""}).status_code == 403
+
+
+def test_cli_creates_a_key_with_a_rate_limit(app):
+    runner = app.test_cli_runner()
+    out = runner.invoke(args=["create-api-key", "--name", "batch", "--rate-limit", "100 per minute"])
+    assert out.exit_code == 0, out.output
+    assert "rate limit 100 per minute" in out.output
+    assert db.session.scalar(db.select(ApiKey)).rate_limit == "100 per minute"
+    bad = runner.invoke(args=["create-api-key", "--name", "x", "--rate-limit", "soon"])
+    assert bad.exit_code != 0 and "rate limit" in bad.output.lower()

@@ -147,3 +147,56 @@ def test_staff_actions_need_staff_manage(login, make):
         assert c.get("/staff/").status_code == 403
         assert c.post(f"/staff/{member.id}/deactivate").status_code == 403
     assert db.session.get(Staff, member.id).active
+
+
+def test_sign_out_everywhere_ends_their_sessions_and_is_audited(app, login, make):
+    admin = login("admin")
+    member = make.staff(role="finance")
+    devices = [StaffClient(app.test_client(), member).sign_in() for _ in range(2)]
+    assert all(d.get("/transactions/").status_code == 200 for d in devices)
+    resp = admin.post(f"/staff/{member.id}/sign-out-everywhere")  # without JavaScript
+    assert resp.status_code == 303 and resp.headers["Location"] == "/staff/"
+    assert [d.get("/transactions/").status_code for d in devices] == [302, 302]
+    assert admin.get("/staff/").status_code == 200  # the admin's own session is untouched
+    row = audit_rows("staff.sign_out_everywhere")[-1]
+    assert (row.staff_id, row.target_id) == (admin.staff.id, str(member.id))
+    assert sign_in(app, member.email, member.plain_password).status_code == 302  # may sign in again
+
+
+def test_sign_out_everywhere_on_oneself_ends_this_session_too(app, login):
+    admin = login("admin")
+    other_device = StaffClient(app.test_client(), admin.staff).sign_in()
+    resp = admin.htmx(f"/staff/{admin.staff.id}/sign-out-everywhere", "POST")
+    assert resp.status_code == 200 and resp.headers["HX-Redirect"] == "/login"
+    assert admin.get("/staff/").status_code == 302
+    assert other_device.get("/staff/").status_code == 302
+    assert audit_rows("staff.sign_out_everywhere")[-1].target_id == str(admin.staff.id)
+
+
+def test_a_locked_account_shows_on_the_page_and_an_admin_unlocks_it(app, login, make):
+    admin = login("admin")
+    member = make.staff(role="support")
+    for _ in range(5):
+        sign_in(app, member.email, "wrong password!")
+    assert sign_in(app, member.email, member.plain_password).status_code == 429
+    page = admin.get("/staff/").get_data(as_text=True)
+    assert "locked until" in page and f"/staff/{member.id}/unlock" in page
+    resp = admin.htmx(f"/staff/{member.id}/unlock", "POST")
+    assert resp.status_code == 200 and "can sign in again" in resp.headers["HX-Trigger"]
+    assert "locked until" not in resp.get_data(as_text=True)
+    row = audit_rows("staff.unlock")[-1]
+    assert (row.target_id, row.before["failed_logins"], row.after) == \
+        (str(member.id), 5, {"failed_logins": 0, "locked_until": None})
+    assert sign_in(app, member.email, member.plain_password).status_code == 302
+
+
+def test_sign_out_everywhere_and_unlock_need_staff_manage_and_csrf(login, make):
+    member = make.staff(role="support")
+    for role in ("support", "finance"):
+        c = login(role)
+        for action in ("sign-out-everywhere", "unlock"):
+            assert c.post(f"/staff/{member.id}/{action}").status_code == 403
+    admin = login("admin")
+    for action in ("sign-out-everywhere", "unlock"):
+        assert admin.post(f"/staff/{member.id}/{action}", csrf=False).status_code == 400
+    assert audit_rows("staff.sign_out_everywhere") == [] and audit_rows("staff.unlock") == []

@@ -2,6 +2,8 @@
 and staff retry and cancel-with-refund work on runner tasks."""
 from __future__ import annotations
 
+import re
+
 from services import ledger, tasks
 from services.runner import loops
 from tests import test_runner_support as support
@@ -57,3 +59,21 @@ def test_staff_cancel_of_a_task_waiting_for_its_retry_refunds_it(ai, app, login,
     assert resp.status_code == 303
     assert (fresh(t.id).status, ledger.balance(c.id)) == ("cancelled", 100)
     assert loops.run_main().claimed == 0
+
+
+def test_usage_above_the_charge_shows_on_the_list_and_the_detail(ai, login, make):
+    c = make.customer(credits=1000)
+    make.feature_price(feature="chat", credits_per_unit=1, unit="token")
+    over = tasks.create(customer_id=c.id, type="chat", estimated_credits=5, input=chat_input())
+    within = tasks.create(customer_id=c.id, type="chat", estimated_credits=50, input=chat_input())
+    assert loops.run_main().succeeded == 2
+    staff = login("support")
+    rows = {m.group(1): m.group(0) for m in re.finditer(
+        r'href="/tasks/(\d+)".*?</tr>', staff.get("/tasks/").get_data(as_text=True), re.S)}
+    # The fake counts 11 tokens: 5 charged and 11 used (capped); 11 of 50 used.
+    assert re.search(r'class="num">5</td>\s*<td class="num">11 <span[^>]*>capped</span>',
+                     rows[str(over.id)])
+    assert re.search(r'class="num">50</td>\s*<td class="num">11</td>', rows[str(within.id)])
+    detail = staff.get(f"/tasks/{over.id}").get_data(as_text=True)
+    assert re.search(r"Usage</div><div class=\"value\">11</div><div class=\"hint\">6 over the "
+                     r"estimate, not charged", detail)

@@ -8,26 +8,24 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import pkgutil
-import time
 
-from flask import Flask, g, request
-from flask_limiter import Limiter, RateLimitExceeded
-from flask_limiter.util import get_remote_address
+from flask import Flask, current_app, g, request
+from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from dashboard.api.auth import current_api_key
-from dashboard.api.core import fail, from_error
+from dashboard.api import limits
+from dashboard.api.core import fail, from_error, ok
 from dashboard.extensions import csrf
 from services.errors import ServiceError
 
 log = logging.getLogger("creditdesk.api")
 
 API_PREFIX = "/api/"
-DEFAULT_KEY_LIMIT = "1200 per minute"
-DEFAULT_IP_LIMIT = "120 per minute"
+DB_RETRY_AFTER = 5  # seconds: long enough for a failover or a restart to begin answering
 
 HTTP_CODES = {400: "VALIDATION_ERROR", 401: "AUTH_UNAUTHORIZED", 403: "AUTH_FORBIDDEN",
               404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE",
@@ -41,51 +39,29 @@ def is_api_request() -> bool:
     return request.path.startswith(API_PREFIX) or request.path == API_PREFIX.rstrip("/")
 
 
-def _rate_key() -> str:
-    key = current_api_key() if is_api_request() else None
-    return f"key:{key.id}" if key is not None else f"ip:{get_remote_address()}"
-
-
-def _exempt_modules(app: Flask) -> set[str]:
-    return app.extensions.get("creditdesk_api_unlimited", set())
-
-
-def _limit_exempt() -> bool:
-    from flask import current_app
-
-    if not is_api_request():
+def _database_down(err: BaseException) -> bool:
+    """The database cannot be reached or is not answering (never a constraint or a bug)."""
+    if isinstance(err, (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)):
         return True
-    bp = request.blueprint
-    return bp is not None and bp in _exempt_modules(current_app)
+    return isinstance(err, DBAPIError) and err.connection_invalidated
 
 
-def _limit_value() -> str:
-    from flask import current_app
-
-    cfg = current_app.config
-    if current_api_key() is not None:
-        return cfg.get("API_KEY_RATE_LIMIT", DEFAULT_KEY_LIMIT)
-    return cfg.get("API_IP_RATE_LIMIT", DEFAULT_IP_LIMIT)
+def database_unavailable():
+    """503 DATABASE_UNAVAILABLE: retry after Retry-After with the same Idempotency-Key."""
+    return fail("DATABASE_UNAVAILABLE", "The database is unavailable; retry after the delay in "
+                "Retry-After with the same Idempotency-Key.", 503, retryable=True,
+                headers={"Retry-After": str(DB_RETRY_AFTER)})
 
 
-def _limiter(app: Flask) -> Limiter:
-    if app.config.get("REDIS_URL") and not app.config.get("RATELIMIT_STORAGE_URI"):
-        app.config["RATELIMIT_STORAGE_URI"] = app.config["REDIS_URL"]
-    app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
-    limiter = Limiter(key_func=_rate_key, application_limits=[_limit_value],
-                      application_limits_exempt_when=_limit_exempt, headers_enabled=False,
-                      key_prefix="creditdesk", swallow_errors=True)
-    limiter.init_app(app)
-    app.extensions["creditdesk_limiter"] = limiter
-    return limiter
-
-
-def _retry_after(app: Flask) -> int:
-    limiter = app.extensions.get("creditdesk_limiter")
-    current = limiter.current_limit if limiter else None
-    if current is None:
-        return 60
-    return max(1, math.ceil(current.window[0] - time.time()))
+def _options():
+    """OPTIONS under /api/: the envelope with the methods in `Allow` (404 for an unknown path)."""
+    if request.method != "OPTIONS" or not is_api_request():
+        return None
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    methods = sorted(adapter.allowed_methods())
+    if not methods:
+        return fail("NOT_FOUND", HTTP_MESSAGES[404], 404)
+    return ok({"methods": methods}, 200, headers={"Allow": ", ".join(methods)})
 
 
 def _install_error_handlers(app: Flask) -> None:
@@ -114,9 +90,8 @@ def _install_error_handlers(app: Flask) -> None:
     def http(err: HTTPException):
         status = err.code or 500
         if isinstance(err, RateLimitExceeded) or status == 429:
-            return fail("RATE_LIMITED", "Too many requests; slow down and retry after the delay "
-                        "in Retry-After.", 429, retryable=True,
-                        headers={"Retry-After": str(_retry_after(app))})
+            return fail("RATE_LIMITED", limits.breach_message(), 429, retryable=True,
+                        headers={"Retry-After": str(limits.retry_after_seconds())})
         if status >= 500:
             return fail("INTERNAL_ERROR", "Internal error; it has been logged with the request id.",
                         status, retryable=True)
@@ -127,9 +102,18 @@ def _install_error_handlers(app: Flask) -> None:
         return fail(HTTP_CODES.get(status, "VALIDATION_ERROR"), message, status, headers=headers)
 
     def service(err: ServiceError):
-        return from_error(err)
+        resp = from_error(err)
+        if getattr(err, "retry_after", None):
+            resp.headers["Retry-After"] = str(err.retry_after)
+        elif err.status == 503 and err.code == "DATABASE_UNAVAILABLE":
+            resp.headers["Retry-After"] = str(DB_RETRY_AFTER)
+        return resp
 
     def unexpected(err: Exception):
+        if _database_down(err):
+            log.warning("api.database_unavailable", extra={
+                "path": request.path, "request_id": g.get("request_id"), "error": type(err).__name__})
+            return database_unavailable()
         log.exception("api.unhandled", extra={"path": request.path,
                                               "request_id": g.get("request_id")})
         return fail("INTERNAL_ERROR", "Internal error; it has been logged with the request id.",
@@ -153,8 +137,9 @@ def init_app(app: Flask) -> None:
         if getattr(module, "RATE_LIMIT", True) is None:
             unlimited.add(bp.name)
     app.extensions["creditdesk_api_unlimited"] = unlimited
-    _limiter(app)
+    limits.init_app(app)
+    app.before_request(_options)
     _install_error_handlers(app)
 
 
-__all__ = ["init_app", "is_api_request"]
+__all__ = ["database_unavailable", "init_app", "is_api_request"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from flask import Blueprint, Response, g, request, stream_with_context
+from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from dashboard.api.auth import api_key_required
@@ -114,6 +114,8 @@ def _stream(external_id: str, body: ChatIn) -> Response:
                          max_tokens=body.max_tokens, key=key, actor=g.actor)
 
     def sse():
+        # No stream_with_context: the service's iterator carries ids and opens its own app
+        # context per step, so nothing here outlives the request's session.
         try:
             for name, data in events:
                 yield f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -121,5 +123,5 @@ def _stream(external_id: str, body: ChatIn) -> Response:
             if hasattr(events, "close"):
                 events.close()
 
-    return Response(stream_with_context(sse()), mimetype="text/event-stream",
+    return Response(sse(), mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

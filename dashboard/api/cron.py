@@ -41,6 +41,16 @@ def _authorized(username: str, password: str) -> bool:
     return user_ok and password_ok
 
 
+def valid_credentials() -> bool:
+    """This request carries the configured cron credentials (false when they are not configured).
+
+    The rate limiter asks too: valid cron credentials never count against the per-IP budget of
+    unauthenticated calls, wrong ones do (a password guesser is throttled)."""
+    cfg = current_app.config
+    username, password = cfg.get("CRON_JOBS_USERNAME"), cfg.get("CRON_JOBS_PASSWORD")
+    return bool(username and password) and _authorized(username, password)
+
+
 @bp.post("/distribute-credits")
 @describe(summary="Run the monthly credits distribution now (cron)", response=DistributionOut,
           auth="basic", tag="ops",

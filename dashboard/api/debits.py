@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from dashboard.api import limits
 from dashboard.api import schemas as sc
 from dashboard.api.auth import Forbidden, api_key_required, has_scope
 from dashboard.api.core import describe, ok, parse, path_text
-from dashboard.api.idempotency import idempotent
+from dashboard.api.idempotency import idempotent, key_scope, scoped
 from services import batch, ledger, pricing
 
 bp = Blueprint("api_debits", __name__, url_prefix="/api/v1")
@@ -27,19 +28,20 @@ def _explicit_credits_allowed() -> None:
           status=201, scopes=("debits:write",), idempotent=True, errors=DEBIT_ERRORS, tag="credits",
           description="Priced from the feature price table (credits_per_unit x quantity, quantity "
                       "1 by default) unless `credits` is sent, which needs scope grants:write too. "
-                      "The Idempotency-Key is also the ledger key `api-debit:<key>`, shared with "
-                      "batch items.")
+                      "The Idempotency-Key is also the ledger key `api-debit:k<api key id>:<key>`, "
+                      "shared with this key's batch items.")
 @api_key_required("debits:write")
 @idempotent(one_transaction=True)
 def debit(external_id: str):
     body = parse(sc.DebitIn)
     path_text(external_id)
+    limits.check_customer(external_id)
     if body.credits is not None:
         _explicit_credits_allowed()
         credits = body.credits
     else:
         credits = pricing.credits_for(feature=body.feature, quantity=body.quantity or 1)
-    key = g.get("idempotency_key")
+    key = scoped(g.get("idempotency_key"))
     entry = ledger.debit(external_id=external_id, credits=credits, feature=body.feature,
                          quantity=body.quantity, reference=body.reference, meta=body.metadata,
                          key=batch.ledger_key(key) if key else None, actor=g.actor)
@@ -61,9 +63,11 @@ def debit_batch():
     body = parse(sc.BatchIn)
     if any(it.credits is not None for it in body.debits):
         _explicit_credits_allowed()
+    refused = limits.check_batch([it.customer for it in body.debits])
     items = [batch.Item(customer=it.customer, feature=it.feature, quantity=it.quantity,
                         credits=it.credits, idempotency_key=it.idempotency_key,
-                        reference=it.reference) for it in body.debits]
+                        reference=it.reference, scope=key_scope(), refused=refused.get(i))
+             for i, it in enumerate(body.debits)]
     results = batch.debit_many(items, actor=g.actor)
     won = sum(1 for r in results if r["success"])
     return ok({"results": results, "succeeded": won, "failed": len(results) - won})

@@ -4,6 +4,9 @@ Same key and body -> the stored status and body again (header `Idempotent-Replay
 same key, other body -> 409 IDEMPOTENCY_KEY_REUSED; first call still running -> 409
 IDEMPOTENCY_KEY_IN_USE (retryable). The header is optional: without it nothing is replayed.
 
+Keys are scoped to the calling API key: the reply store's scope names the key, and ledger keys
+derived from the header (`ledger_key`, `scoped`) carry `k<api key id>:`.
+
 Stored: replies of calls that ran to a final answer (2xx, 402, and 409 business conflicts).
 Released (a retry runs again): 5xx, retryable errors, 4xx that mean "nothing was done" (400, 401,
 403, 404, 413, 422, 429), and 409s about idempotency itself.
@@ -150,10 +153,23 @@ def _in_one_transaction(fn, args, kwargs, scope: str, key: str):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def key_scope() -> str:
+    """What makes a client's key unique: `k<api key id>:`. Two API keys sending the same
+    Idempotency-Key (or batch item key) make two requests, in the reply store and in the ledger."""
+    key = current_api_key()
+    return f"k{key.id}:" if key is not None else ""
+
+
+def scoped(raw: str | None) -> str | None:
+    """`raw` (this request's Idempotency-Key by default) scoped to the calling API key."""
+    return f"{key_scope()}{raw}" if raw else None
+
+
 def ledger_key(prefix: str) -> str | None:
-    """The ledger idempotency key derived from this request's Idempotency-Key (None without one)."""
-    key = g.get("idempotency_key")
+    """The ledger idempotency key derived from this request's Idempotency-Key (None without one):
+    `<prefix>:k<api key id>:<key>`."""
+    key = scoped(g.get("idempotency_key"))
     return f"{prefix}:{key}" if key else None
 
 
-__all__ = ["idempotent", "ledger_key", "key_from_header", "HEADER"]
+__all__ = ["idempotent", "key_scope", "ledger_key", "scoped", "key_from_header", "HEADER"]

@@ -220,7 +220,10 @@ class TaskOut(BaseModel):
     status: str
     estimated_credits: int
     charged_credits: int
-    actual_credits: int | None
+    actual_credits: int | None = Field(description="charged for the work once settled: the "
+                                       "reported usage capped at charged_credits")
+    usage_credits: int | None = Field(description="the usage as reported at completion, uncapped "
+                                      "(above actual_credits when the estimate was too low)")
     refunded_credits: int
     input: dict | None
     output: dict | None

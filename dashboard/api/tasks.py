@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, g
 
+from dashboard.api import limits
 from dashboard.api import schemas as sc
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import MAX_SAFE_INT, describe, ok, parse
-from dashboard.api.idempotency import idempotent
+from dashboard.api.idempotency import idempotent, scoped
 from models import Task
 from services import customers, tasks
 from services.errors import TaskNotFound
@@ -20,7 +21,8 @@ def task_json(t: Task) -> dict:
     return {"task_id": t.id, "customer": t.customer.external_id, "type": t.type, "mode": t.mode,
             "status": t.status, "estimated_credits": t.estimated_credits,
             "charged_credits": t.charged_credits, "actual_credits": t.actual_credits,
-            "refunded_credits": t.refunded_credits, "input": t.input, "output": t.output,
+            "usage_credits": t.usage_credits, "refunded_credits": t.refunded_credits,
+            "input": t.input, "output": t.output,
             "error": t.error, "deadline_at": sc.iso(t.deadline_at), "created_at": sc.iso(t.created_at),
             "finished_at": sc.iso(t.finished_at), "balance": customers.account_of(t.customer_id).balance}
 
@@ -41,7 +43,8 @@ def _task_id(task_id: int) -> int:
 @idempotent
 def create():
     body = parse(sc.TaskIn)
-    key = g.get("idempotency_key")
+    limits.check_customer(body.customer)
+    key = scoped(g.get("idempotency_key"))
     task = tasks.create(type=body.type, external_id=body.customer, mode=body.mode,
                         estimated_credits=body.estimated_credits, input=body.input,
                         timeout_seconds=body.timeout_seconds, key=f"api:{key}" if key else None,

@@ -1,11 +1,10 @@
 """Small helpers shared by the operations pages (no blueprint here)."""
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import request, url_for
 
 from dashboard import htmx
+from dashboard.respond import safe_next
 
 
 def int_arg(name: str, source=None) -> int | None:
@@ -28,12 +27,7 @@ def form_status(code: int) -> int:
 
 def back_to(default_endpoint: str, **values) -> str:
     """A same-site relative `next` from the form, else the default page (never an open redirect)."""
-    target = request.form.get("next", "") or ""
-    parts = urlsplit(target)
-    if target.startswith("/") and not target.startswith("//") and not parts.netloc \
-            and not parts.scheme and "\\" not in target:
-        return target
-    return url_for(default_endpoint, **values)
+    return safe_next(request.form.get("next", ""), url_for(default_endpoint, **values))
 
 
 def hx_target() -> str:

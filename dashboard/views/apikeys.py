@@ -1,11 +1,11 @@
-"""API keys for the product backend: create (the key is shown once), scopes, revoke."""
+"""API keys for the product backend: create (the key is shown once), scopes, rate limit, revoke."""
 from __future__ import annotations
 
-from flask import Blueprint, url_for
+from flask import Blueprint, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import SelectMultipleField, StringField
-from wtforms.validators import DataRequired, Length
+from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from dashboard import htmx
@@ -26,6 +26,10 @@ SCOPE_HELP = {
 }
 
 
+RATE_LIMIT_HELP = ("Empty: not throttled (customers still have their own limit). "
+                   "Or e.g. “100 per minute”, “10/second; 5000/hour”.")
+
+
 class CreateForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=120)],
                        description="Where the key is used, e.g. “Production backend”.")
@@ -33,6 +37,8 @@ class CreateForm(FlaskForm):
         "Scopes", choices=[(s, s) for s in staff_service.API_SCOPES],
         default=list(staff_service.API_SCOPES), widget=ListWidget(prefix_label=False),
         option_widget=CheckboxInput(), validators=[DataRequired(message="Choose at least one scope.")])
+    rate_limit = StringField("Rate limit", validators=[Optional(), Length(max=64)],
+                             description=RATE_LIMIT_HELP)
 
 
 def _ctx(**extra) -> dict:
@@ -59,7 +65,8 @@ def create():
         return htmx.render("apikeys/index.html", "create_panel", form=form, **_ctx()), 422
     try:
         key, plain = staff_service.create_api_key(name=form.name.data, scopes=form.scopes.data,
-                                                  by=current_user, ip=client_ip())
+                                                  rate_limit=form.rate_limit.data, by=current_user,
+                                                  ip=client_ip())
     except ServiceError as err:
         form.form_errors.append(str(err))
         return htmx.render("apikeys/index.html", "create_panel", form=form, **_ctx()), err.status
@@ -82,3 +89,20 @@ def revoke(key_id: int):
     creators = staff_service.emails_by_id([key.created_by_id])
     return changed(template="apikeys/index.html", block="row", back=back, k=key, creators=creators,
                    message=f"API key “{key.name}” ({key.prefix}) is revoked; requests with it now get 401.")
+
+
+@bp.post("/<int:key_id>/rate-limit")
+@require("apikeys.manage")
+def rate_limit(key_id: int):
+    staff_service.get_api_key(key_id)  # a guessed id is a 404
+    back = url_for("apikeys.index")
+    try:
+        key = staff_service.set_api_key_rate_limit(key_id=key_id, by=current_user, ip=client_ip(),
+                                                   rate_limit=request.form.get("rate_limit", "")[:200])
+    except ServiceError as err:
+        return refused(err, template="apikeys/index.html", block="row", back=back,
+                       k=staff_service.get_api_key(key_id), creators={})
+    creators = staff_service.emails_by_id([key.created_by_id])
+    limit = key.rate_limit or "not throttled"
+    return changed(template="apikeys/index.html", block="row", back=back, k=key, creators=creators,
+                   message=f"API key “{key.name}” ({key.prefix}): rate limit {limit}.")

@@ -1,14 +1,15 @@
-"""Staff: invite with a role, change role, deactivate/reactivate, reset a password."""
+"""Staff: invite with a role, change role, deactivate/reactivate, reset a password, sign out
+everywhere, unlock after too many failed sign-ins."""
 from __future__ import annotations
 
-from flask import Blueprint, url_for
-from flask_login import current_user
+from flask import Blueprint, flash, make_response, redirect, url_for
+from flask_login import current_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from dashboard import htmx
-from dashboard.auth import client_ip, require
+from dashboard.auth import client_ip, fresh_session, require
 from dashboard.respond import changed, int_arg, refused, str_arg
 from models.staff import ROLES
 from services import staff as staff_service
@@ -140,3 +141,31 @@ def reset_password(staff_id: int):
     # Shown once on this response (no-store), never stored in the clear.
     ctx = _page_ctx(created=member, one_time_password=password, reset=True)
     return htmx.render("staff/index.html", "create_panel", form=CreateForm(formdata=None), **ctx)
+
+
+@bp.post("/<int:staff_id>/sign-out-everywhere")
+@require("staff.manage")
+def sign_out_everywhere(staff_id: int):
+    staff_service.get(staff_id)
+    if staff_id != current_user.id:
+        return _row_change(staff_id, lambda: staff_service.sign_out_everywhere(
+            staff_id=staff_id, by=current_user, ip=client_ip()),
+            "{email} is signed out on every device.")
+    # Oneself: this session ends with the others, so go to the sign-in page.
+    staff_service.sign_out_everywhere(staff_id=staff_id, by=current_user, ip=client_ip())
+    logout_user()
+    fresh_session()
+    flash("You are signed out on every device.", "info")
+    if htmx.is_htmx():
+        resp = make_response("", 200)
+        resp.headers["HX-Redirect"] = url_for("auth.login")
+        return resp
+    return redirect(url_for("auth.login"), code=303)
+
+
+@bp.post("/<int:staff_id>/unlock")
+@require("staff.manage")
+def unlock(staff_id: int):
+    staff_service.get(staff_id)
+    return _row_change(staff_id, lambda: staff_service.unlock(
+        staff_id=staff_id, by=current_user, ip=client_ip()), "{email} can sign in again.")

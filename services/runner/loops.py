@@ -30,8 +30,8 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import DBAPIError
 
-from models import Task, db, utcnow
-from services import tasks
+from models import LedgerEntry, Task, db, utcnow
+from services import context, tasks
 from services.db import atomic, is_sqlite
 from services.errors import TaskAlreadyFinished
 from services.runner import registry
@@ -224,6 +224,15 @@ def _fresh(task_id: int) -> Task:
                              .execution_options(populate_existing=True))
 
 
+def _origin(task: Task) -> str | None:
+    """The request id of the API (or dashboard) request that charged this attempt: provider calls
+    carry it as X-Request-Id, so the provider's logs lead back to the request that asked."""
+    if task.charge_entry_id is None:
+        return None
+    return db.session.scalar(select(LedgerEntry.request_id)
+                             .where(LedgerEntry.id == task.charge_entry_id))
+
+
 def _execute(task: Task, out: LoopResult, cfg: Settings) -> None:
     kind = registry.lookup(task.type)
     chain = kind.chain(task.mode) if kind else []
@@ -232,14 +241,15 @@ def _execute(task: Task, out: LoopResult, cfg: Settings) -> None:
                    actor=RUNNER)
         out.failed += 1
         return
-    request_id = f"creditdesk-task-{task.id}-{task.attempts}"
+    request_id, origin = f"creditdesk-task-{task.id}-{task.attempts}", _origin(task)
     failures: list[ProviderError] = []
     for provider in chain:
         try:
-            if isinstance(provider, SyncProvider):
-                result = provider.run(task.input or {}, request_id=request_id)
-            else:
-                external_id = provider.submit(task.input or {}, request_id=request_id)
+            with context.request_scope(origin):
+                if isinstance(provider, SyncProvider):
+                    result = provider.run(task.input or {}, request_id=request_id)
+                else:
+                    external_id = provider.submit(task.input or {}, request_id=request_id)
         except ProviderError as err:
             err.provider = err.provider or provider.name
             failures.append(err)
@@ -353,8 +363,9 @@ def _poll(task: Task, out: LoopResult, cfg: Settings) -> None:
         out.errors.append(f"task {task.id}: provider {task.provider!r} not configured")
         return
     try:
-        poll = provider.query(task.external_task_id,
-                              request_id=f"creditdesk-task-{task.id}-{task.attempts}")
+        with context.request_scope(_origin(task)):
+            poll = provider.query(task.external_task_id,
+                                  request_id=f"creditdesk-task-{task.id}-{task.attempts}")
     except ProviderError as err:
         if err.retryable:  # the job may be fine; ask again next time
             _note(task.id, f"poll of {provider.name} failed: {err.message}", level="warning",

@@ -8,6 +8,8 @@ and is polled later (`AsyncProvider.submit` / `query`). Failures raise `Provider
 `OpenAICompatible` is the HTTP adapter for any OpenAI-compatible API: chat completions (plain and
 streamed), image generation, and the two asynchronous APIs, Responses in background mode and
 Videos. Base URL, key and timeouts come from configuration (docs/tasks.md, "Configuration").
+Every call carries `X-Client-Request-Id` (task and attempt) and, when known, `X-Request-Id`: the
+Creditdesk API request that caused it (services.context), so both sides' logs can be joined.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ from typing import Any
 
 import requests
 from flask import current_app
+
+from services import context
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -137,6 +141,8 @@ class OpenAICompatible:
         h = {"Authorization": f"Bearer {self.endpoint.api_key}", "Content-Type": "application/json"}
         if request_id:
             h["X-Client-Request-Id"] = request_id  # shows in the provider's logs; fakes count by it
+        if api_request := context.request_id():  # the Creditdesk request that caused this call
+            h["X-Request-Id"] = api_request
         return h
 
     def _send(self, method: str, path: str, body: dict | None, request_id: str | None,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok, parse, path_text
 from dashboard.api.idempotency import idempotent, key_from_header
-from dashboard.api.schemas import Body
+from dashboard.api.schemas import Body, ErrorBody
 from services import chat
 
 bp = Blueprint("api_chat", __name__, url_prefix="/api/v1")
@@ -40,10 +40,15 @@ class AssistantMessage(BaseModel):
     content: str
 
 
-class ChatOut(BaseModel):
+class ChatDelta(BaseModel):
+    """A `delta` event of a streamed answer: the next piece of the assistant's text."""
+    content: str
+
+
+class ChatDone(BaseModel):
+    """The `done` event of a streamed answer (ChatOut without `message`), sent once settled."""
     task_id: int | None = Field(description="the prepaid task that held and settled the credits; "
                                             "null for a cache hit")
-    message: AssistantMessage
     finish_reason: str | None
     model: str | None
     provider: str | None = Field(description="the endpoint that answered: primary, fallback, cache")
@@ -55,6 +60,10 @@ class ChatOut(BaseModel):
     fallback_from: list[str]
 
 
+class ChatOut(ChatDone):
+    message: AssistantMessage
+
+
 def _wants_stream(body: ChatIn) -> bool:
     accept = request.accept_mimetypes
     return body.stream or accept.quality("text/event-stream") > accept.quality("application/json")
@@ -63,6 +72,7 @@ def _wants_stream(body: ChatIn) -> bool:
 @bp.post("/customers/<external_id>/chat")
 @describe(summary="Metered AI chat: hold an estimate, answer, settle the actual tokens", body=ChatIn,
           response=ChatOut, scopes=("tasks:write",), idempotent=True, tag="chat",
+          stream={"delta": ChatDelta, "done": ChatDone, "error": ErrorBody},
           errors=("CUSTOMER_NOT_FOUND", "INSUFFICIENT_CREDITS", "AI_PROVIDER_ERROR",
                   "AI_NOT_CONFIGURED", "IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE",
                   "CONFLICT"),

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
+from dashboard.api.schemas import MAX_PATH_ARG
 from services.errors import ServiceError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 
 MAX_SAFE_INT = 2**53 - 1  # what a JavaScript client can hold exactly
 MAX_DEPTH = 32
-MAX_PATH_ARG = 128
 
 
 def _dump(payload: dict) -> str:
@@ -163,23 +162,7 @@ def path_text(value: str, name: str = "external_id") -> str:
 
 # --- descriptions for the OpenAPI document ---------------------------------------------------
 
-def describe(*, summary: str, response: type[BaseModel] | None = None, body: type[BaseModel] | None = None,
-             query: type[BaseModel] | None = None, status: int = 200, scopes: tuple[str, ...] = (),
-             errors: tuple[str, ...] = (), idempotent: bool = False, auth: str = "bearer",
-             tag: str | None = None, description: str = "") -> Callable:
-    """Attach what /api/openapi.json says about a route. A route without it fails the docs test.
-
-    auth: "bearer" (API key), "none" (public), "basic" (cron) or "signature" (webhooks).
-    errors: the error codes the route may answer besides the generic ones.
-    """
-    def wrap(view):
-        view.api_doc = {"summary": summary, "response": response, "body": body, "query": query,
-                        "status": status, "scopes": scopes, "errors": errors,
-                        "idempotent": idempotent, "auth": auth, "tag": tag,
-                        "description": description}
-        return view
-    return wrap
-
+from dashboard.api.openapi import describe  # noqa: E402, I001 - spectree's declaration of a route
 
 __all__ = ["ok", "fail", "from_error", "respond", "parse", "query", "json_body", "path_text",
            "describe", "validation_details", "MAX_SAFE_INT"]

@@ -61,7 +61,7 @@ def decode_cursor(cursor: str) -> int:
 
 @bp.put("/<external_id>")
 @describe(summary="Create or update a customer", body=sc.CustomerUpsert, response=sc.CustomerOut,
-          scopes=("customers:write",), tag="customers",
+          status=(200, 201), scopes=("customers:write",), tag="customers",
           description="Idempotent by nature: the product's user id is the key. 201 when created.")
 @api_key_required("customers:write")
 def upsert(external_id: str):

@@ -9,12 +9,22 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 
 from services.ledger import MAX_CREDITS
 from services.pricing import MAX_QUANTITY
 from services.tasks import MAX_TIMEOUT
 
+MAX_PATH_ARG = 128  # a text path argument (core.path_text; maxLength in the OpenAPI document)
 MAX_METADATA_BYTES = 16 * 1024
 MAX_TASK_DATA_BYTES = 64 * 1024
 API_GRANT_SOURCES = ("promo", "adjustment", "distribution", "refund")
@@ -43,7 +53,8 @@ Quantity = Annotated[StrictInt, Field(gt=0, le=MAX_QUANTITY, description="units 
 Text = Annotated[StrictStr, AfterValidator(_no_blank)]
 Feature = Annotated[Text, Field(min_length=1, max_length=64, examples=["chat"])]
 Reference = Annotated[StrictStr, Field(max_length=200, description="your id for the work paid for")]
-ExternalId = Annotated[Text, Field(min_length=1, max_length=128, description="the product's user id")]
+ExternalId = Annotated[Text, Field(min_length=1, max_length=MAX_PATH_ARG,
+                                   description="the product's user id")]
 IdemKey = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
 Metadata = Annotated[dict[str, Any], _bounded_json(MAX_METADATA_BYTES)]
 TaskData = Annotated[dict[str, Any], _bounded_json(MAX_TASK_DATA_BYTES)]
@@ -66,7 +77,7 @@ class CustomerUpsert(Body):
 class LedgerQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-    cursor: Annotated[str, Field(max_length=200)] | None = None
+    cursor: Annotated[str, Field(max_length=200, description="next_cursor of the previous page")] = None
 
 
 class DebitIn(Body):
@@ -272,6 +283,71 @@ class EligibilityOut(BaseModel):
     window_days: int
     eligible: bool = Field(description="whether any purchase can be refunded")
     purchases: list[PurchaseEligibility]
+
+
+# --- envelopes and headers (the OpenAPI document; dashboard/api/openapi.py) ------------------------
+
+class ErrorBody(BaseModel):
+    """Every error answer under /api/ (core.fail)."""
+    success: Literal[False]
+    error: str = Field(description="a message for people")
+    code: str = Field(description="a stable machine code, see docs/error-codes.md")
+    retryable: bool = Field(description="whether the same request may succeed later")
+    details: Any = Field(None, description="field -> problem for VALIDATION_ERROR; else context")
+
+
+_ENVELOPES: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+def envelope(model: type[BaseModel]) -> type[BaseModel]:
+    """The success envelope `{success: true, data: <model>}` of one answer model (core.ok)."""
+    if model not in _ENVELOPES:
+        _ENVELOPES[model] = create_model(f"{model.__name__}Envelope", __module__=model.__module__,
+                                         success=(Literal[True], ...), data=(model, ...))
+    return _ENVELOPES[model]
+
+
+class OpenAPIDocument(RootModel[dict[str, Any]]):
+    """The bare OpenAPI object (GET /api/openapi.json is served without the envelope)."""
+
+
+class IdempotencyHeader(BaseModel):
+    idempotency_key: IdemKey = Field(
+        None, alias="Idempotency-Key",
+        description="Replays the stored reply for a retry with the same key and body for 24 h; "
+                    "another body under it is 409 IDEMPOTENCY_KEY_REUSED.")
+
+
+class StripeHeaders(BaseModel):
+    stripe_signature: StrictStr = Field(alias="Stripe-Signature",
+                                        description="t=<unix>,v1=<hex HMAC-SHA256> over the raw body")
+
+
+class RazorpayHeaders(BaseModel):
+    signature: StrictStr = Field(alias="X-Razorpay-Signature",
+                                 description="hex HMAC-SHA256 of the raw body (webhook secret)")
+    event_id: StrictStr = Field(None, alias="X-Razorpay-Event-Id",
+                                description="deduplicates redeliveries")
+
+
+class CustomerWebhookHeaders(BaseModel):
+    signature: StrictStr = Field(alias="X-Creditdesk-Signature",
+                                 description="t=<unix>,v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>")
+
+
+class StripeEvent(BaseModel):
+    """A Stripe event, verified over the raw bytes before it is parsed."""
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+class RazorpayEvent(BaseModel):
+    """A Razorpay event, verified over the raw bytes before it is parsed."""
+    model_config = ConfigDict(extra="allow")
+    event: str
+    payload: dict[str, Any]
 
 
 def iso(value: datetime | None) -> str | None:

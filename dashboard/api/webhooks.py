@@ -11,6 +11,7 @@ from typing import Literal
 from flask import Blueprint, current_app, request
 from pydantic import BaseModel
 
+from dashboard.api import schemas as sc
 from dashboard.api.core import describe, ok
 from services import customer_sync, webhooks
 
@@ -32,7 +33,7 @@ class CustomerWebhookOut(WebhookOut):
 
 @bp.post("/stripe")
 @describe(summary="Stripe events (Stripe-Signature, 300 s tolerance)", response=WebhookOut,
-          auth="signature", errors=("INVALID_SIGNATURE",), tag="webhooks",
+          body=sc.StripeEvent, headers=sc.StripeHeaders, auth="signature", tag="webhooks",
           description="Handles checkout.session.completed, checkout.session.async_payment_succeeded, "
                       "invoice.paid, customer.subscription.updated, customer.subscription.deleted "
                       "and charge.refunded; other types are stored as ignored. A redelivered "
@@ -45,7 +46,7 @@ def stripe():
 
 @bp.post("/razorpay")
 @describe(summary="Razorpay events (X-Razorpay-Signature over the raw body)", response=WebhookOut,
-          auth="signature", errors=("INVALID_SIGNATURE",), tag="webhooks",
+          body=sc.RazorpayEvent, headers=sc.RazorpayHeaders, auth="signature", tag="webhooks",
           description="Handles payment.captured, order.paid and refund.processed, deduplicated by "
                       "X-Razorpay-Event-Id; other types are stored as ignored.")
 def razorpay():
@@ -57,8 +58,9 @@ def razorpay():
 
 @bp.post("/customers")
 @describe(summary="Product user lifecycle: customer.created / updated / deleted",
-          response=CustomerWebhookOut, auth="signature",
-          errors=("INVALID_SIGNATURE", "INSUFFICIENT_CREDITS", "CUSTOMER_WEBHOOK_MISCONFIGURED"),
+          response=CustomerWebhookOut, auth="signature", body=customer_sync.CustomerEvent,
+          headers=sc.CustomerWebhookHeaders,
+          errors=("INSUFFICIENT_CREDITS", "CUSTOMER_WEBHOOK_MISCONFIGURED"),
           tag="webhooks",
           description="X-Creditdesk-Signature: t=<unix>,v1=<hex HMAC-SHA256(CUSTOMER_WEBHOOK_SECRET, "
                       "\"<t>.<raw body>\")>, 300 s tolerance. Optional data.credit_delta is applied "

@@ -8,13 +8,6 @@ from flask import request, url_for
 from dashboard import htmx
 
 
-def int_arg(name: str, source=None) -> int | None:
-    """A positive integer query/form argument, or None (bad input is ignored, not an error)."""
-    raw = (source if source is not None else request.args).get(name, "")
-    raw = raw.strip() if isinstance(raw, str) else ""
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
-
-
 def client_ip() -> str | None:
     return request.remote_addr
 

@@ -136,3 +136,33 @@ def test_create_db_role_command(pg_app, pg_owner_url, monkeypatch):
                 c.execute(text(f'DROP OWNED BY "{name}"'))
                 c.execute(text(f'DROP ROLE "{name}"'))
             c.execute(text("DROP TABLE IF EXISTS alembic_version"))
+
+
+def test_migration_0010_adds_the_truncate_triggers(pg_owner_url):
+    from flask_migrate import downgrade, upgrade
+
+    base = make_url(pg_owner_url)
+    name = f"{base.database}_m0010"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    found = "SELECT tgname FROM pg_trigger WHERE tgname LIKE '%no_truncate' ORDER BY 1"
+    try:
+        app = build_app(url)
+        with app.app_context():
+            upgrade()
+            assert db.session.execute(text(found)).scalars().all() == \
+                ["allocations_no_truncate", "ledger_entries_no_truncate"]
+            with pytest.raises(DBAPIError, match="immutable"):
+                db.session.execute(text("TRUNCATE ledger_entries CASCADE"))
+            db.session.rollback()
+            downgrade(revision="0006")
+            assert db.session.execute(text(found)).scalars().all() == []
+            db.session.remove()
+            db.engine.dispose()
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

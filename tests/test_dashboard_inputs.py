@@ -80,8 +80,16 @@ def get_pages(app) -> list[tuple[str, list[str]]]:
 
 
 @pytest.fixture
-def seeded(app):
-    demo.load(customers=12, months=2, seed=3)
+def seeded(app, db_url, request):
+    """A demo data set, loaded as the database owner: the loader moves sequences (setval), which
+    the app's role may not do when the suite runs as one (TEST_DATABASE_APP_ROLE=1)."""
+    from tests.conftest import build_app
+
+    owner = request.getfixturevalue("pg_owner_url") if db_url.startswith("postgresql") else db_url
+    with build_app(owner).app_context():
+        demo.load(customers=12, months=2, seed=3)
+        db.session.remove()
+        db.engine.dispose()
     return app
 
 

@@ -110,6 +110,8 @@ def test_create_db_role_command(pg_app, pg_owner_url, monkeypatch):
     monkeypatch.setenv("CD_ROLE_PASSWORD", "s3cret-'quoted\"-password")
     owner_app = build_app(pg_owner_url)
     runner = owner_app.test_cli_runner()
+    owner_ctx = owner_app.app_context()  # the command runs as the owner, not as pg_app's user
+    owner_ctx.push()
     with create_engine(pg_owner_url).begin() as c:  # as after `flask db upgrade`
         c.execute(text("CREATE TABLE IF NOT EXISTS alembic_version (version_num varchar(32))"))
     try:
@@ -131,6 +133,9 @@ def test_create_db_role_command(pg_app, pg_owner_url, monkeypatch):
         refused = runner.invoke(args=["create-db-role", "--name", make_url(pg_owner_url).username])
         assert refused.exit_code != 0 and "owner" in refused.output
     finally:
+        db.session.remove()
+        db.engine.dispose()
+        owner_ctx.pop()
         with create_engine(pg_owner_url, isolation_level="AUTOCOMMIT").connect() as c:
             if c.execute(text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}).first():
                 c.execute(text(f'DROP OWNED BY "{name}"'))

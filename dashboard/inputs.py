@@ -21,6 +21,9 @@ MAX_NAME = 64
 QUERY_JUNK = re.compile(r"[\x00-\x1f]")
 FORM_JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 SKIP = ("/api/", "/static/")
+# Flask-Admin's paging arguments reach OFFSET/LIMIT as given (a negative or 25-digit page was a
+# 500); they are small non-negative integers or nothing.
+ADMIN_PREFIX, ADMIN_NUMBERS = "/admin/db/", ("page", "page_size")
 
 
 def problem(values, junk: re.Pattern) -> str | None:
@@ -42,6 +45,11 @@ def check_request() -> None:
     if QUERY_JUNK.search(request.path):
         abort(400, description="The address contains control characters.")
     why = problem(request.args, QUERY_JUNK)
+    if why is None and request.path.startswith(ADMIN_PREFIX):
+        for name in ADMIN_NUMBERS:
+            value = request.args.get(name, "0")
+            if not (value.isascii() and value.isdigit() and len(value) <= 6):
+                why = f"“{name}” must be a whole number."
     if why is None and request.method in ("POST", "PUT", "PATCH", "DELETE"):
         why = problem(request.form, FORM_JUNK)
     if why:

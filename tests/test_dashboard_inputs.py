@@ -141,6 +141,9 @@ def test_a_refusal_is_an_error_page_or_the_htmx_fragment(seeded, login):
     assert admin.get("/audit/", query_string={"actor": "x" * 4096}).status_code == 200
     assert admin.get("/customers/?q%00=1").status_code == 400  # names too
     assert admin.get("/customers/?q=a%09b").status_code == 400  # no tab in a query string
+    for page in ("-1", "9" * 25, "abc"):  # Flask-Admin's paging reached OFFSET as given
+        assert admin.get(f"/admin/db/db_customers/?page={page}").status_code == 400
+    assert admin.get("/admin/db/db_customers/?page=1&page_size=20").status_code == 200
 
 
 def test_form_bodies_refuse_control_characters_but_keep_newlines(seeded, login):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from dashboard import auth, cli, config, errors, extensions, filters, logs, security, views
+from dashboard import auth, cli, config, errors, extensions, filters, inputs, logs, security, views
 from services.db import configure_engine
 
 
@@ -22,6 +22,7 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     with app.app_context():
         configure_engine(extensions.db.engine)
     security.init_app(app)
+    inputs.init_app(app)
     auth.init_app(app)
     filters.init_app(app)
     errors.init_app(app)

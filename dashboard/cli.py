@@ -83,7 +83,39 @@ def seed_demo(n_customers: int, seed: int, months: int, if_empty: bool) -> None:
                f"{stats['payments']:,} payments, {stats['tasks']:,} tasks in {stats['seconds']:.1f} s.")
 
 
+@click.command("create-db-role")
+@click.option("--name", default="creditdesk_app", show_default=True)
+@click.option("--password-env", metavar="VAR",
+              help="Read the password from this environment variable; generated and printed "
+                   "once when omitted.")
+@with_appcontext
+def create_db_role(name: str, password_env: str | None) -> None:
+    """Create (or reset) the PostgreSQL login role the app should connect as: row rights only,
+    no TRUNCATE, no ownership (docs/security.md). Run as the owner that runs migrations."""
+    import os
+
+    from models import db
+    from services import db_roles
+
+    password = None
+    if password_env:
+        password = os.environ.get(password_env) or None
+        if not password:
+            raise click.ClickException(f"{password_env} is not set.")
+    try:
+        with db.engine.begin() as conn:
+            password = db_roles.create(conn, name=name, password=password)
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"Role {name} can read and write rows of {db.engine.url.database}; nothing more.")
+    if not password_env:
+        click.echo(f"Password (shown once): {password}")
+    url = db.engine.url.set(username=name, password=None).render_as_string()
+    click.echo(f"Point the app's DATABASE_URL at it (with its password): {url}")
+
+
 def init_app(app: Flask) -> None:
     for command in (create_staff, create_api_key, reconcile, seed_demo):
         app.cli.add_command(command)
+    app.cli.add_command(create_db_role)
     cli_finance.init_app(app)

@@ -1,4 +1,5 @@
-"""Small helpers for thin routes: query arguments, and answering a change to htmx or a form post.
+"""Small helpers for thin routes: query arguments (already free of control characters, see
+dashboard/inputs.py), and answering a change to htmx or a form post.
 
 htmx gets the updated fragment (and an HX-Trigger event other parts of the page listen to);
 a plain form post (no JavaScript) gets a flash message and a 303 redirect back to the page.
@@ -13,11 +14,12 @@ from urllib.parse import unquote, urlsplit
 from flask import flash, redirect, request
 
 from dashboard import htmx
+from services import params
 
 
-def int_arg(name: str) -> int | None:
-    raw = request.args.get(name, "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+def int_arg(name: str, source=None) -> int | None:
+    """A non-negative integer argument (query string, or `source` such as request.form), else None."""
+    return params.to_int((source if source is not None else request.args).get(name, ""))
 
 
 def str_arg(name: str, limit: int = 200) -> str:
@@ -26,10 +28,7 @@ def str_arg(name: str, limit: int = 200) -> str:
 
 def date_arg(name: str) -> date | None:
     """YYYY-MM-DD (what <input type="date"> sends), else None."""
-    try:
-        return date.fromisoformat(request.args.get(name, "").strip())
-    except ValueError:
-        return None
+    return params.to_date(request.args.get(name, ""))
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

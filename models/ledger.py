@@ -143,8 +143,20 @@ def immutability_ddl(dialect: str, table: str) -> list[str]:
     return []
 
 
+def truncate_guard_ddl(dialect: str, table: str) -> list[str]:
+    """Statements that make `table` refuse TRUNCATE (migration 0010), which the row triggers above
+    do not see. PostgreSQL only: SQLite has no TRUNCATE (its `DELETE FROM t` fires the row
+    triggers)."""
+    if dialect != "postgresql":
+        return []
+    return [_PG_GUARD, f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION creditdesk_immutable()"]
+
+
 def _guard(table, connection, **_kw):
-    for stmt in immutability_ddl(connection.dialect.name, table.name):
+    dialect = connection.dialect.name
+    for stmt in immutability_ddl(dialect, table.name) + truncate_guard_ddl(dialect, table.name):
         connection.exec_driver_sql(stmt)
 
 

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import func, select, text
 
 from models import Customer, FeaturePrice, LedgerEntry, Payment, Refund, db, utcnow
-from services import ledger_rollup
+from services import ledger_rollup, params
 from services import settings as app_settings
 from services.ledger_rollup import ZERO_DECIMAL, Movement, R, day_expr
 
@@ -31,10 +31,7 @@ def micros_per_minor(currency: str | None) -> int:
 
 
 def _date(raw) -> date | None:
-    try:
-        return date.fromisoformat((raw or "").strip()[:10]) if raw else None
-    except ValueError:
-        return None
+    return params.to_date(raw)
 
 
 @dataclass
@@ -52,7 +49,8 @@ class Range:
         if args.get("to") and _date(args.get("to")) is None:
             errors.append("The end date was not a date (YYYY-MM-DD); showing up to today.")
         days = args.get("days", "")
-        n = int(days) if str(days).isdigit() and 0 < int(days) <= MAX_DAYS else DEFAULT_DAYS
+        n = params.to_int(days, max_digits=4) or DEFAULT_DAYS
+        n = n if n <= MAX_DAYS else DEFAULT_DAYS
         first = _date(args.get("from")) or last - timedelta(days=n - 1)
         if args.get("from") and _date(args.get("from")) is None:
             errors.append("The start date was not a date (YYYY-MM-DD); showing 30 days.")

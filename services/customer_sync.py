@@ -97,7 +97,8 @@ def verify_signature(*, body: bytes, header: str | None, secret: str | None,
             stamp = value
         elif name == "v1":
             candidates.append(value)
-    if not stamp or not stamp.isdigit() or not candidates:
+    # ASCII and short: "²".isdigit() is true, and int() refuses it or 5,000 digits (a 500).
+    if not stamp or not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not candidates:
         raise InvalidSignature("Malformed X-Creditdesk-Signature header.")
     if abs((time.time() if now is None else now) - int(stamp)) > TOLERANCE_SECONDS:
         raise InvalidSignature("The signature timestamp is outside the 300 s tolerance.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 
 from models import Account, AuditLog, Customer, Payment, Plan, Refund, Task, db, utcnow
+from services import params
 from services.db import atomic
 from services.errors import CustomerNotFound, ValidationFailed
 
@@ -121,8 +122,8 @@ def resolve(ref: str) -> Customer | None:
     if not ref:
         return None
     digits = ref.lstrip("#")
-    if digits.isdigit() and len(digits) < 19:
-        c = db.session.get(Customer, int(digits))
+    if (n := params.to_int(digits)) is not None:
+        c = db.session.get(Customer, n)
         if c is not None:
             return c
     return db.session.scalar(

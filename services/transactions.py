@@ -14,16 +14,14 @@ from sqlalchemy.orm import noload
 from models import Customer, FeaturePrice, LedgerEntry, db
 from models.ledger import ENTRY_TYPES
 from services import customers as customer_service
+from services import params
 from services.statement import actor_labels
 
 MAX_PAGE = 200
 
 
 def _date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat((raw or "").strip()[:10]) if raw else None
-    except ValueError:
-        return None
+    return params.to_date(raw)
 
 
 @dataclass

@@ -49,9 +49,42 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# TEST_DATABASE_APP_ROLE=1: the app (and the live servers) connect as a non-superuser role that
+# owns nothing (services/db_roles.py, docs/security.md), as in production; the harness still
+# creates the database and the schema as the owner. .ci/run runs some files this way.
+APP_ROLE = os.environ.get("TEST_DATABASE_APP_ROLE") == "1"
+_OWNER_URLS: dict[str, str] = {}  # the app's URL -> the owner's URL of the same database
+_ENGINES: dict[str, object] = {}
+
+
+def _engine(url: str):
+    if url not in _ENGINES:
+        _ENGINES[url] = create_engine(url)
+    return _ENGINES[url]
+
+
+def make_app_role(owner_url: str) -> str:
+    """A fresh app role on the database of `owner_url`; answers the app's URL."""
+    from services import db_roles
+
+    name = f"cd_app_{re.sub(r'[^a-z0-9]', '', os.environ.get('PYTEST_XDIST_WORKER', 'main'))}" \
+           f"_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with _engine(owner_url).begin() as c:
+        password = db_roles.create(c, name=name, password=uuid.uuid4().hex)
+    app_url = make_url(owner_url).set(username=name, password=password) \
+        .render_as_string(hide_password=False)
+    _OWNER_URLS[app_url] = owner_url
+    return app_url
+
+
+def _drop_role(admin, app_url: str) -> None:
+    with admin.connect() as c:
+        c.execute(text(f'DROP ROLE IF EXISTS "{make_url(app_url).username}"'))
+
+
 @pytest.fixture(scope="session")
 def pg_url():
-    """A private PostgreSQL database with the schema, for this test process."""
+    """A private PostgreSQL database with the schema, for this test process (the app's URL)."""
     if not PG_URL:
         pytest.skip("TEST_DATABASE_URL not set")
     base = make_url(PG_URL)
@@ -60,20 +93,47 @@ def pg_url():
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name)
-    engine = create_engine(url)
-    db.metadata.create_all(engine)
-    engine.dispose()
-    yield url.render_as_string(hide_password=False)
+    url = base.set(database=name).render_as_string(hide_password=False)
+    db.metadata.create_all(_engine(url))
+    app_url = make_app_role(url) if APP_ROLE else url
+    yield app_url
+    for engine in _ENGINES.values():
+        engine.dispose()
     with admin.connect() as c:
         c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for role_url in _OWNER_URLS:
+        _drop_role(admin, role_url)
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def pg_owner_url(pg_url):
+    """The owner's (superuser's) URL of the private database, whatever the app connects as."""
+    return _OWNER_URLS.get(pg_url, pg_url)
+
+
+@pytest.fixture(scope="session")
+def app_role_url(pg_url, pg_owner_url):
+    """The private database as the non-superuser app role (one made here if the suite does not
+    already run as one)."""
+    return pg_url if APP_ROLE else make_app_role(pg_owner_url)
+
+
 def _truncate_pg() -> None:
+    """Empty every table before a test.
+
+    The immutable ledger tables refuse TRUNCATE (BEFORE TRUNCATE triggers, migration 0010), and
+    the app role may not TRUNCATE at all. So the harness, and only the harness, truncates as
+    the owner (a superuser) with session_replication_role = replica for this one transaction:
+    triggers do not fire in replica mode. The app's role cannot set it (test_db_hardening.py).
+    """
+    db.session.rollback()  # no lock of the app's session may make the TRUNCATE wait
+    db.session.close()
+    url = db.engine.url.render_as_string(hide_password=False)
     names = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
-    db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    db.session.commit()
+    with _engine(_OWNER_URLS.get(url, url)).begin() as c:
+        c.execute(text("SET LOCAL session_replication_role = replica"))
+        c.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 
 
 def build_app(url: str, **extra):

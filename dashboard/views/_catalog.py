@@ -17,7 +17,8 @@ from wtforms import BooleanField
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.filters import ZERO_DECIMAL
-from dashboard.views._ops import client_ip, int_arg
+from dashboard.respond import int_arg
+from dashboard.views._ops import client_ip
 from services import catalog
 from services.errors import ServiceError
 

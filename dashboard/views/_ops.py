@@ -7,13 +7,6 @@ from dashboard import htmx
 from dashboard.respond import safe_next
 
 
-def int_arg(name: str, source=None) -> int | None:
-    """A positive integer query/form argument, or None (bad input is ignored, not an error)."""
-    raw = (source if source is not None else request.args).get(name, "")
-    raw = raw.strip() if isinstance(raw, str) else ""
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
-
-
 def client_ip() -> str | None:
     return request.remote_addr
 

@@ -20,7 +20,7 @@ PROVIDER_CLASS = {"stripe": "s-stripe", "razorpay": "s-razorpay"}
 
 def _price() -> int | None:
     raw = (request.args.get("price") or "").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 10 else None
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 def _charts(a: analytics.Analytics) -> dict:

@@ -12,7 +12,8 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.views._ops import back_to, client_ip, form_status, hx_target, int_arg
+from dashboard.respond import int_arg
+from dashboard.views._ops import back_to, client_ip, form_status, hx_target
 from models.ledger import ENTRY_TYPES
 from services import adjustments, customers, ledger, statement
 from services import settings as app_settings

@@ -6,6 +6,7 @@ from flask_login import current_user
 
 from dashboard import htmx
 from dashboard.auth import require
+from dashboard.respond import int_arg
 from jobs import JOBS, scheduler
 from jobs import start as start_job
 from services import distribution, jobruns
@@ -15,18 +16,13 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 PAGE = 25
 
 
-def _int_arg(name: str) -> int | None:
-    raw = request.args.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
-
-
 @bp.get("/")
 @require("jobs.view")
 def index():
     job = request.args.get("job") or None
     if job not in JOBS:
         job = None
-    before = _int_arg("before")
+    before = int_arg("before")
     runs = jobruns.recent(job=job, limit=PAGE + 1, before_id=before)
     more = len(runs) > PAGE
     runs = runs[:PAGE]
@@ -42,7 +38,7 @@ def run(run_id: int):
     r = jobruns.get(run_id)
     if r is None:
         abort(404)
-    after = _int_arg("after")
+    after = int_arg("after")
     errors = jobruns.errors(run_id=run_id, limit=PAGE + 1, after_id=after)
     more = len(errors) > PAGE
     errors = errors[:PAGE]

@@ -11,12 +11,24 @@ from dashboard.views._catalog import Area, ConfirmMixin, make_blueprint
 from services import settings as app_settings
 
 
+class CostField(DecimalField):
+    """Shows what was typed when it cannot be rounded to 6 places (a 25-digit number made the
+    re-rendered form raise InvalidOperation, a 500); NumberRange then names the problem."""
+
+    def _value(self):
+        try:
+            return super()._value()
+        except InvalidOperation:
+            return self.raw_data[0] if self.raw_data else ""
+
+
 class PriceForm(ConfirmMixin, FlaskForm):
     feature = StringField("Feature key", [Optional(), Length(max=64)])
     label = StringField("Label", [DataRequired(), Length(max=120)])
     unit = StringField("Unit", [DataRequired(), Length(max=32)], default="request")
     credits_per_unit = IntegerField("Credits per unit", [InputRequired(), NumberRange(min=0)])
-    provider_cost = DecimalField("Provider cost per unit", [Optional(), NumberRange(min=0)], places=6)
+    provider_cost = CostField("Provider cost per unit", [Optional(), NumberRange(min=0, max=10**9)],
+                              places=6)
     currency = StringField("Currency", [Length(min=3, max=3)], default="USD")
 
 

@@ -12,8 +12,8 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import with_trigger
-from dashboard.views._ops import back_to, client_ip, hx_target, int_arg
+from dashboard.respond import int_arg, with_trigger
+from dashboard.views._ops import back_to, client_ip, hx_target
 from models.payment import REFUND_STATUSES
 from services import customers, eligibility, refund_reference, refundlist, refunds
 from services.errors import PaymentProviderError, ServiceError

@@ -10,7 +10,8 @@ from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.views._ops import client_ip, hx_target, int_arg
+from dashboard.respond import int_arg
+from dashboard.views._ops import client_ip, hx_target
 from models.task import TASK_STATUSES
 from services import tasklist, tasks
 from services.errors import ServiceError

@@ -7,7 +7,8 @@ from flask import Blueprint, current_app, request
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.views._ops import hx_target, int_arg
+from dashboard.respond import int_arg
+from dashboard.views._ops import hx_target
 from models.ledger import ENTRY_TYPES
 from services import transactions
 

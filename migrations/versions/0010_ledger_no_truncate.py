@@ -4,7 +4,7 @@ The row triggers of 0003 refuse UPDATE and DELETE but never see TRUNCATE. SQLite
 TRUNCATE statement (`DELETE FROM t` fires 0003's row triggers), so this is a no-op there.
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 """
 from alembic import op
 

@@ -11,7 +11,7 @@ from alembic import op
 from models.ledger import IMMUTABLE_TABLES, truncate_guard_ddl
 
 revision = "0010"
-down_revision = "0006"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

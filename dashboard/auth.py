@@ -26,7 +26,7 @@ from wtforms.validators import DataRequired, Length
 from dashboard import htmx
 from dashboard.extensions import db, login_manager
 from models import Staff
-from services import staff as staff_service
+from services.staff import accounts as staff_service
 
 log = logging.getLogger("creditdesk.auth")
 

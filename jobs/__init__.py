@@ -14,8 +14,9 @@ from datetime import datetime
 from flask import Flask
 
 from models import utcnow
-from services import audit, jobruns
-from services.db import atomic
+from services.core import audit
+from services.core.db import atomic
+from services.jobs import runs as jobruns
 
 log = logging.getLogger("creditdesk.jobs")
 
@@ -90,7 +91,7 @@ def start(app: Flask, name: str, *, period: str | None = None, trigger: str = "m
     """Claim now, execute in a background thread: "run now" answers at once with the run id."""
     js = spec(name)
     if js.name == "distribute_credits":
-        from services import distribution
+        from services.jobs import distribution
         period = distribution.check_period(period)
     claim = jobruns.claim(job=js.name, period=period or js.manual_period(utcnow()), trigger=trigger)
     if staff is not None:

@@ -17,8 +17,8 @@ from datetime import timedelta
 
 from jobs import JobSpec
 from models import JobRun, utcnow
-from services import jobruns
-from services.runner import loops
+from services.jobs import runs as jobruns
+from services.tasks.runner import loops
 
 KEEP_EMPTY_RUNS = timedelta(days=7)
 

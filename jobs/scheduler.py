@@ -32,7 +32,7 @@ from sqlalchemy.pool import NullPool
 
 from jobs import JOBS, JobSpec
 from models import db
-from services import jobruns
+from services.jobs import runs as jobruns
 
 log = logging.getLogger("creditdesk.scheduler")
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 import models  # noqa: F401  (registers every table on the metadata)
 from dashboard import create_app
 from models import db
-from services import settings as app_settings
+from services.core import settings as app_settings
 from tests.factories import Factory
 from tests.helpers import StaffClient
 from tests.live import LiveServer, ai_env

@@ -7,8 +7,10 @@ from sqlalchemy import select
 
 from bench import ledger_data
 from models import Allocation, CreditGrant, JobRun, LedgerEntry, Payment, db, utcnow
-from services import analytics, ledger, ledger_rollup
-from services import settings as app_settings
+from services.core import settings as app_settings
+from services.ledger import posting as ledger
+from services.ledger import rollup as ledger_rollup
+from services.reporting import analytics
 
 
 def _world(make):

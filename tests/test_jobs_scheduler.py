@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from jobs import JOBS, scheduler
 from models import JobRun, db
-from services import jobruns
+from services.jobs import runs as jobruns
 from tests.conftest import build_app
 
 

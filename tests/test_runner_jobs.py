@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from jobs import JOBS, scheduler
 from jobs import run as run_job
 from models import JobRun, JobRunError, db
-from services import tasks
+from services.tasks import prepaid as tasks
 from tests import test_runner_support as support
 from tests.test_runner_support import chat_input, fresh
 

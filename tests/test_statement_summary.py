@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 
 from models import LedgerEntry, StatementSummary, db
-from services import ledger, statement, statement_summary
+from services.ledger import posting as ledger
+from services.ledger import statement, statement_summary
 
 
 def full_scan(customer_id: int) -> tuple[dict, list]:

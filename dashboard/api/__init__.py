@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException
 from dashboard.api.auth import current_api_key
 from dashboard.api.core import fail, from_error
 from dashboard.extensions import csrf
-from services.errors import ServiceError
+from services.core.errors import ServiceError
 
 log = logging.getLogger("creditdesk.api")
 

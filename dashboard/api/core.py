@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
-from services.errors import ServiceError, ValidationFailed
+from services.core.errors import ServiceError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 

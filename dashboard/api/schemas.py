@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from services.ledger import MAX_CREDITS
-from services.pricing import MAX_QUANTITY
-from services.tasks import MAX_TIMEOUT
+from services.catalog.pricing import MAX_QUANTITY
+from services.ledger.posting import MAX_CREDITS
+from services.tasks.prepaid import MAX_TIMEOUT
 
 MAX_METADATA_BYTES = 16 * 1024
 MAX_TASK_DATA_BYTES = 64 * 1024

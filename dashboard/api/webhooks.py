@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, request
 from pydantic import BaseModel
 
 from dashboard.api.core import describe, ok
-from services import customer_sync, webhooks
+from services.payments import customer_sync, webhooks
 
 bp = Blueprint("api_webhooks", __name__, url_prefix="/api/webhooks")
 RATE_LIMIT = None

@@ -18,8 +18,8 @@ from dashboard import htmx
 from dashboard.auth import require
 from dashboard.filters import ZERO_DECIMAL
 from dashboard.views._ops import client_ip, int_arg
-from services import catalog
-from services.errors import ServiceError
+from services.catalog import edit as catalog
+from services.core.errors import ServiceError
 
 PAGE = 50
 STATUSES = ("active", "archived", "all")

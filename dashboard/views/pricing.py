@@ -8,7 +8,7 @@ from wtforms import DecimalField, IntegerField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from dashboard.views._catalog import Area, ConfirmMixin, make_blueprint
-from services import settings as app_settings
+from services.core import settings as app_settings
 
 
 class PriceForm(ConfirmMixin, FlaskForm):

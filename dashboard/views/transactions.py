@@ -9,7 +9,7 @@ from dashboard import htmx
 from dashboard.auth import require
 from dashboard.views._ops import hx_target, int_arg
 from models.ledger import ENTRY_TYPES
-from services import transactions
+from services.reporting import transactions
 
 bp = Blueprint("transactions", __name__, url_prefix="/transactions")
 PAGE = 50

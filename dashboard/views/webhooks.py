@@ -7,9 +7,9 @@ from flask_login import current_user
 from dashboard import htmx
 from dashboard.auth import client_ip, require
 from dashboard.respond import changed, int_arg, refused, str_arg
-from services import webhook_events
-from services import webhooks as webhook_service
-from services.errors import ServiceError
+from services.core.errors import ServiceError
+from services.payments import webhook_events
+from services.payments import webhooks as webhook_service
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 PAGE = 50

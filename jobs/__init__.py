@@ -5,44 +5,18 @@ A job module exposes `run(*, period=None, trigger="schedule") -> JobRun` (claim 
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from dataclasses import dataclass
-from datetime import datetime
 
 from flask import Flask
 
+from jobs.spec import JobSpec
 from models import utcnow
 from services.core import audit
 from services.core.db import atomic
 from services.jobs import runs as jobruns
 
 log = logging.getLogger("creditdesk.jobs")
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    title: str
-    description: str
-    cron: str  # default schedule, crontab (5 fields) or with seconds first (6 fields)
-    misfire_minutes: int  # default grace after a missed fire time
-    period_format: str  # strftime of the period key a scheduled run claims
-
-    def period(self, at: datetime) -> str:
-        return at.strftime(self.period_format)
-
-    def manual_period(self, at: datetime) -> str:
-        """The period of a run started by hand. Distribution: the month (exactly once per month);
-        the others: a key of their own, since their effects are exactly once per grant/task anyway."""
-        if self.name == "distribute_credits":
-            return self.period(at)
-        return at.strftime("%Y-%m-%dT%H:%M:%S") + "m"
-
-    @property
-    def module(self):
-        return importlib.import_module(f"jobs.{self.name}")
 
 
 JOBS: dict[str, JobSpec] = {j.name: j for j in [
@@ -68,7 +42,7 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
 ]}
 
 # The task runner's loops (services/runner): every 5 s and every 30 s, same leader rule.
-from jobs.runner_jobs import RUNNER_JOBS  # noqa: E402 - needs JobSpec above
+from jobs.runner_jobs import RUNNER_JOBS  # noqa: E402
 
 JOBS.update({j.name: j for j in RUNNER_JOBS})
 

@@ -5,7 +5,7 @@ from models import JobRun, utcnow
 from services.core.db import atomic
 from services.jobs import runs as jobruns
 from services.ledger import expiry
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 
 JOB = "expire_credits"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from models import JobRun
 from services.jobs import runs as jobruns
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.tasks import prepaid as tasks
 
 JOB = "recover_timeouts"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from jobs import JobSpec
+from jobs.spec import JobSpec
 from models import JobRun, utcnow
 from services.jobs import runs as jobruns
 from services.tasks.runner import loops

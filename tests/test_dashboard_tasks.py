@@ -9,7 +9,7 @@ import pytest
 from models import AuditLog, LedgerEntry, Task, db
 from services.core.errors import Conflict, InsufficientCredits
 from services.ledger import posting as ledger
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.tasks import prepaid as tasks
 
 

@@ -15,7 +15,7 @@ from services.core.errors import (
 )
 from services.ledger import posting as ledger
 from services.ledger import reconcile
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 
 STAFF = Actor("staff", "1")
 

@@ -14,7 +14,7 @@ from models import CreditGrant, db, utcnow
 from services.core.errors import Conflict, InsufficientCredits
 from services.ledger import customers, reconcile
 from services.ledger import posting as ledger
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 
 STAFF = Actor("staff", "1")
 

@@ -11,7 +11,7 @@ from sqlalchemy import or_, update
 from models import ApiKey, utcnow
 from services.core.db import atomic
 from services.core.errors import ServiceError
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.staff import accounts as staff_service
 
 log = logging.getLogger("creditdesk.api.auth")

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from services.catalog.pricing import MAX_QUANTITY
-from services.ledger.posting import MAX_CREDITS
+from services.ledger.rules import MAX_CREDITS
 from services.tasks.prepaid import MAX_TIMEOUT
 
 MAX_METADATA_BYTES = 16 * 1024

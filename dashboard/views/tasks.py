@@ -13,7 +13,7 @@ from dashboard.auth import require
 from dashboard.views._ops import client_ip, hx_target, int_arg
 from models.task import TASK_STATUSES
 from services.core.errors import ServiceError
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.tasks import listing as tasklist
 from services.tasks import prepaid as tasks
 

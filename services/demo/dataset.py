@@ -37,7 +37,7 @@ from models import (
     db,
     utcnow,
 )
-from services.ledger.posting import plan_draw
+from services.ledger.rules import plan_draw
 from services.staff import accounts as staff_service
 
 DEMO_STAFF = [

@@ -35,7 +35,7 @@ from services.core.errors import ValidationFailed
 from services.jobs import runs as jobruns
 from services.ledger import bulk as bulkledger
 from services.ledger import expiry
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 
 log = logging.getLogger("creditdesk.jobs")
 

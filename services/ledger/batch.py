@@ -31,8 +31,8 @@ from services.core.errors import (
     ValidationFailed,
 )
 from services.ledger import bulk as bulkledger
-from services.ledger import posting as ledger
-from services.ledger.posting import SYSTEM, Actor
+from services.ledger import rules
+from services.ledger.rules import SYSTEM, Actor
 
 MAX_ITEMS = 1000
 KEY_PREFIX = "api-debit:"
@@ -55,7 +55,7 @@ def ledger_key(idempotency_key: str) -> str:
 def request_hash(*, customer: str, credits: int, feature: str, quantity: int | None,
                  reference: str | None) -> str:
     """The hash ledger.debit() gives the same debit, so single and batch calls replay each other."""
-    return ledger.fingerprint("debit", customer=customer, credits=credits, feature=feature,
+    return rules.fingerprint("debit", customer=customer, credits=credits, feature=feature,
                               quantity=quantity, reference=reference)
 
 
@@ -167,7 +167,7 @@ class _Posting:
         self.s, self.actor, self.accounts = s, actor, accounts
         self.now = utcnow()
         self.request_id = context.request_id()
-        self.grace, self.paid_never = ledger._expiry_rules()
+        self.grace, self.paid_never = rules.expiry_rules()
         self.done: dict[str, dict] = {}
         self.entries: list[dict] = []
         self.allocs: list[dict] = []
@@ -211,10 +211,10 @@ class _Posting:
         acct["expiry_checked"] = True
         live = []
         for b in self.buckets[acct["id"]]:
-            if ledger._is_expired(b, self.now, self.grace, self.paid_never):
+            if rules.is_expired(b, self.now, self.grace, self.paid_never):
                 e = self._entry(acct, type="expiry", amount=-b.remaining, grant_id=b.id,
                                 reason="credits expired", idempotency_key=f"expiry:{b.id}",
-                                request_hash=ledger.fingerprint("expiry", grant=b.id))
+                                request_hash=rules.fingerprint("expiry", grant=b.id))
                 self._draw(e, b, b.remaining)
                 b.expired_at = self.now
             else:
@@ -225,7 +225,7 @@ class _Posting:
               quantity: int | None, reference: str | None) -> dict:
         e = self._entry(acct, type="debit", amount=-credits, feature=feature, quantity=quantity,
                         reference=reference, idempotency_key=key, request_hash=request_hash)
-        for bucket, take in ledger.plan_draw(self.buckets[acct["id"]], credits):
+        for bucket, take in rules.plan_draw(self.buckets[acct["id"]], credits):
             self._draw(e, bucket, take)
         self.buckets[acct["id"]] = [b for b in self.buckets[acct["id"]] if b.remaining > 0]
         self.done[key] = e

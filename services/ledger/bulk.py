@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry
 from services.core.db import is_sqlite
-from services.ledger.posting import Actor, fingerprint
+from services.ledger.rules import Actor, fingerprint
 
 GRANTS, ENTRIES, ALLOCS, ACCOUNTS = (CreditGrant.__table__, LedgerEntry.__table__,
                                      Allocation.__table__, Account.__table__)

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from models import CreditGrant, db, utcnow
 from services.core.db import atomic
 from services.ledger import bulk as bulkledger
-from services.ledger.posting import Actor, expired_clause
+from services.ledger.rules import Actor, expired_clause
 
 log = logging.getLogger("creditdesk.jobs")
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm.util import identity_key
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, utcnow
 from services.core import context
 from services.core.db import driver, run
-from services.ledger.posting import Actor, _expiry_rules, _is_expired, plan_draw
+from services.ledger.rules import Actor, expiry_rules, is_expired, plan_draw
 
 
 def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, actor: Actor,
@@ -53,10 +53,10 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
         grants = run(pg, _PG_GRANTS, {"aid": aid}, namedtuple_row).fetchall()
     else:
         grants = s.execute(_GRANTS, {"aid": aid}).all()
-    grace, paid_never = _expiry_rules()
+    grace, paid_never = expiry_rules()
     plan = plan_draw(grants, credits)
     if (sum(take for _, take in plan) != credits
-            or any(_is_expired(g, now, grace, paid_never) for g in grants)):
+            or any(is_expired(g, now, grace, paid_never) for g in grants)):
         if pg is not None:
             run(pg, _PG_UNTAKE, {"aid": aid, "credits": credits})
         else:

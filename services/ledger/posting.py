@@ -14,13 +14,10 @@ transaction (batch debits, tasks, purchases) and only flush.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -31,59 +28,27 @@ from services.core.db import atomic, in_atomic
 from services.core.errors import (
     Conflict,
     CustomerNotFound,
-    IdempotencyConflict,
     InsufficientCredits,
     NotFound,
     ValidationFailed,
 )
-
-PAID_SOURCES = ("purchase", "subscription")
-MAX_CREDITS = 10**12  # far above any real movement, far below 2^63
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who moved credits: staff, api_key, job, webhook or system, with an id."""
-
-    type: str = "system"
-    id: str | None = None
-
-    @classmethod
-    def of_staff(cls, staff) -> Actor:
-        return cls("staff", str(staff.id))
-
-
-SYSTEM = Actor()
-
+from services.ledger.hotpath import fast_debit
+from services.ledger.rules import (
+    SYSTEM,
+    Actor,
+    check_replay,
+    expired_clause,
+    expiry_rules,
+    fingerprint,
+    is_expired,
+    plan_draw,
+    positive,
+)
 
 # --- validation and idempotency -------------------------------------------------------------
 
-def _positive(credits, name: str = "credits") -> int:
-    if isinstance(credits, bool) or not isinstance(credits, int):
-        raise ValidationFailed(f"{name} must be a whole number", details={name: "not an integer"})
-    if credits <= 0:
-        raise ValidationFailed(f"{name} must be greater than zero", details={name: "must be > 0"})
-    if credits > MAX_CREDITS:
-        raise ValidationFailed(f"{name} is too large", details={name: f"must be <= {MAX_CREDITS}"})
-    return credits
-
-
-def fingerprint(op: str, **fields) -> str:
-    """A stable hash of what a request asked for, to tell a retry from a reuse of its key."""
-    blob = json.dumps({"op": op, **fields}, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def find_by_key(s: Session, key: str) -> LedgerEntry | None:
     return s.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
-
-
-def _replay(entry: LedgerEntry, request_hash: str) -> LedgerEntry:
-    if entry.request_hash != request_hash:
-        raise IdempotencyConflict(
-            f"Idempotency key {entry.idempotency_key!r} was already used for a different request."
-        )
-    return entry
 
 
 def _idempotent(key: str | None, request_hash: str, body, fast=None):
@@ -97,7 +62,7 @@ def _idempotent(key: str | None, request_hash: str, body, fast=None):
             if fast is not None and (done := fast(s)) is not None:
                 return done
             if key and (done := find_by_key(s, key)):
-                return _replay(done, request_hash)
+                return check_replay(done, request_hash)
             return body(s)
     except InsufficientCredits as err:
         # The refused debit rolled back the expiry it found due; keep that expiry, so the
@@ -113,7 +78,7 @@ def _idempotent(key: str | None, request_hash: str, body, fast=None):
         if in_atomic():
             raise
         if key and (done := find_by_key(db.session, key)):
-            return _replay(done, request_hash)
+            return check_replay(done, request_hash)
         raise
 
 
@@ -150,29 +115,6 @@ def lock_accounts(s: Session, customer_ids: Iterable[int]) -> dict[int, Account]
 
 # --- expiry rules (shared with the expiry job) ----------------------------------------------
 
-def expired_clause(now: datetime):
-    """SQL condition for grants past expiry (with grace) that still hold credits."""
-    grace = timedelta(hours=int(app_settings.get("expiry_grace_hours")))
-    cond = and_(CreditGrant.expires_at.is_not(None), CreditGrant.expires_at <= now - grace,
-                CreditGrant.remaining > 0)
-    if app_settings.get("paid_credits_never_expire"):
-        cond = and_(cond, CreditGrant.source.not_in(PAID_SOURCES))
-    return cond
-
-
-def _is_expired(g: CreditGrant, now: datetime, grace: timedelta, paid_never: bool) -> bool:
-    if g.expires_at is None or g.remaining <= 0:
-        return False
-    if paid_never and g.source in PAID_SOURCES:
-        return False
-    return g.expires_at <= now - grace
-
-
-def _expiry_rules() -> tuple[timedelta, bool]:
-    return (timedelta(hours=int(app_settings.get("expiry_grace_hours"))),
-            bool(app_settings.get("paid_credits_never_expire")))
-
-
 # --- posting helpers (inside a caller's transaction) ----------------------------------------
 
 def _post(s: Session, account: Account, *, type: str, amount: int, actor: Actor,
@@ -201,19 +143,6 @@ def _live_grants(s: Session, account: Account) -> list[CreditGrant]:
     ))
 
 
-def plan_draw(grants: list, credits: int) -> list[tuple]:
-    """Split `credits` over grants already in draw order: [(grant, take), ...]."""
-    plan, left = [], credits
-    for g in grants:
-        if left == 0:
-            break
-        take = min(g.remaining, left)
-        if take > 0:
-            plan.append((g, take))
-            left -= take
-    return plan
-
-
 def _expire(s: Session, account: Account, g: CreditGrant, now: datetime, actor: Actor,
             job_run_id: int | None = None) -> LedgerEntry:
     amount = g.remaining
@@ -229,10 +158,10 @@ def _expire(s: Session, account: Account, g: CreditGrant, now: datetime, actor: 
 def _draw(s: Session, account: Account, credits: int, now: datetime, actor: Actor,
           allow_negative: bool = False) -> list[tuple]:
     """Plan a draw of `credits`, expiring stale buckets first. Raises when short (unless allowed)."""
-    grace, paid_never = _expiry_rules()
+    grace, paid_never = expiry_rules()
     grants, stale = [], False
     for g in _live_grants(s, account):
-        if _is_expired(g, now, grace, paid_never):
+        if is_expired(g, now, grace, paid_never):
             _expire(s, account, g, now, actor)
             stale = True
         else:
@@ -326,7 +255,7 @@ def post_return(s: Session, account: Account, debit: LedgerEntry, credits: int, 
         raise Conflict(f"Only {total} credits of entry {debit.id} can still be returned.",
                        details={"returnable": total})
     now = utcnow()
-    grace, paid_never = _expiry_rules()
+    grace, paid_never = expiry_rules()
     plan, left, fresh = [], credits, 0
     for gid, can in available:
         if left == 0:
@@ -334,7 +263,7 @@ def post_return(s: Session, account: Account, debit: LedgerEntry, credits: int, 
         give = min(can, left)
         left -= give
         g = s.get(CreditGrant, gid)
-        if g.expired_at is not None or _is_expired(g, now, grace, paid_never):
+        if g.expired_at is not None or is_expired(g, now, grace, paid_never):
             fresh += give  # that bucket has expired: these credits go into a new one
         else:
             plan.append((g, give))
@@ -370,7 +299,7 @@ def grant(*, customer_id: int, credits: int, source: str, actor: Actor = SYSTEM,
           plan_id: int | None = None, period: str | None = None, job_run_id: int | None = None,
           reference: str | None = None, meta: dict | None = None) -> LedgerEntry:
     """Add a bucket of credits to a customer."""
-    _positive(credits)
+    positive(credits)
     if source not in ("purchase", "subscription", "distribution", "promo", "adjustment", "refund"):
         raise ValidationFailed(f"Unknown grant source {source!r}.", details={"source": "unknown"})
     h = fingerprint("grant", customer=customer_id, credits=credits, source=source,
@@ -392,7 +321,7 @@ def debit(*, credits: int, feature: str | None, customer_id: int | None = None,
           quantity: int | None = None, reference: str | None = None, reason: str | None = None,
           task_id: int | None = None, meta: dict | None = None) -> LedgerEntry:
     """Spend credits, soonest-expiring buckets first. InsufficientCredits leaves nothing behind."""
-    _positive(credits)
+    positive(credits)
     who = customer_id if customer_id is not None else external_id
     h = fingerprint("debit", customer=who, credits=credits, feature=feature, quantity=quantity,
                     reference=reference)
@@ -404,8 +333,6 @@ def debit(*, credits: int, feature: str | None, customer_id: int | None = None,
                           reason=reason, task_id=task_id, meta=meta)
 
     def fast(s):
-        from services.ledger.hotpath import fast_debit  # the hot path builds on this module
-
         return fast_debit(s, customer_id=customer_id, external_id=external_id, credits=credits,
                           key=key, request_hash=h, actor=actor, feature=feature, quantity=quantity,
                           reference=reference, reason=reason, task_id=task_id, meta=meta)
@@ -417,7 +344,7 @@ def refund(*, entry_id: int, credits: int | None = None, reason: str, actor: Act
            key: str | None = None, task_id: int | None = None) -> LedgerEntry:
     """Return credits of a debit to the buckets they came from (all that is left by default)."""
     if credits is not None:
-        _positive(credits)
+        positive(credits)
     h = fingerprint("refund", entry=entry_id, credits=credits)
 
     def body(s):
@@ -448,7 +375,7 @@ def adjust(*, customer_id: int, credits: int, reason: str, actor: Actor, key: st
     if isinstance(credits, bool) or not isinstance(credits, int) or credits == 0:
         raise ValidationFailed("credits must be a non-zero whole number",
                                details={"credits": "must be non-zero"})
-    _positive(abs(credits))
+    positive(abs(credits))
     if not reason or not reason.strip():
         raise ValidationFailed("A reason is required.", details={"reason": "required"})
     h = fingerprint("adjust", customer=customer_id, credits=credits, reason=reason,
@@ -496,8 +423,8 @@ def expire_grant(*, grant_id: int, actor: Actor = SYSTEM, job_run_id: int | None
             raise NotFound(f"No grant {grant_id}.")
         account = lock_account(s, customer_id=g.customer_id)
         s.refresh(g)
-        grace, paid_never = _expiry_rules()
-        if g.expired_at is not None or not _is_expired(g, now, grace, paid_never):
+        grace, paid_never = expiry_rules()
+        if g.expired_at is not None or not is_expired(g, now, grace, paid_never):
             return None
         return _expire(s, account, g, now, actor, job_run_id)
 
@@ -513,7 +440,7 @@ def expire_due(s: Session, account: Account, now: datetime, actor: Actor = SYSTE
 def clawback(*, grant_id: int, credits: int, reason: str, actor: Actor = SYSTEM,
              key: str | None = None, payment_id: int | None = None) -> LedgerEntry:
     """Take unused credits out of one bucket (a purchase being refunded)."""
-    _positive(credits)
+    positive(credits)
     h = fingerprint("clawback", grant=grant_id, credits=credits)
 
     def body(s):

@@ -30,7 +30,7 @@ from services.core.db import atomic
 from services.core.errors import InvalidSignature, ServiceError, ValidationFailed
 from services.ledger import customers
 from services.ledger import posting as ledger
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.payments.subscriptions import from_unix
 from services.payments.webhooks import FINISHED, record
 
@@ -107,7 +107,7 @@ def verify_signature(*, body: bytes, header: str | None, secret: str | None,
         raise InvalidSignature("Invalid X-Creditdesk-Signature.")
 
 
-def _parse(body: bytes) -> CustomerEvent:
+def parse_event(body: bytes) -> CustomerEvent:
     try:
         raw = json.loads(body)
         return CustomerEvent.model_validate(raw)
@@ -121,13 +121,13 @@ def _parse(body: bytes) -> CustomerEvent:
 def receive(*, body: bytes, header: str | None, secret: str | None) -> SyncResult:
     """Verify, store and apply one customer event (once per event id)."""
     verify_signature(body=body, header=header, secret=secret)
-    event = _parse(body)
+    event = parse_event(body)
     row_id, status = record(provider="customers", event_id=event.id, type_=event.type,
                             payload=body.decode("utf-8", "replace"))
     if status in FINISHED:
         return SyncResult(event.id, event.type, status, duplicate=True)
     try:
-        return _apply(row_id, event)
+        return apply_event(row_id, event)
     except ServiceError as err:
         with atomic() as s:
             row = s.get(WebhookEvent, row_id)
@@ -137,7 +137,7 @@ def receive(*, body: bytes, header: str | None, secret: str | None) -> SyncResul
         raise
 
 
-def _apply(row_id: int, event: CustomerEvent) -> SyncResult:
+def apply_event(row_id: int, event: CustomerEvent) -> SyncResult:
     d = event.data
     actor = Actor("webhook", f"customers:{event.id}"[:64])
     with atomic() as s:

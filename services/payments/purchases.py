@@ -26,7 +26,7 @@ from models import CreditPackage, Customer, LedgerEntry, Payment, Plan, db, utcn
 from services.core.db import atomic
 from services.core.errors import Conflict, CustomerNotFound, NotFound, PaymentProviderError, ValidationFailed
 from services.ledger import posting as ledger
-from services.ledger.posting import SYSTEM, Actor
+from services.ledger.rules import SYSTEM, Actor
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from services.refunds import requests as refunds

@@ -25,7 +25,7 @@ from models import Customer, LedgerEntry, Payment, Plan, utcnow
 from services.core.db import atomic
 from services.core.errors import Conflict
 from services.ledger import posting as ledger
-from services.ledger.posting import SYSTEM, Actor
+from services.ledger.rules import SYSTEM, Actor
 from services.refunds import requests as refunds
 
 log = logging.getLogger("creditdesk.subscriptions")

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models import WebhookEvent, utcnow
 from services.core.errors import PaymentProviderError
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.payments import purchases, subscriptions
 from services.providers import stripe as stp
 from services.refunds import requests as refunds

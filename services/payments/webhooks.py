@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from models import WebhookEvent, db, utcnow
 from services.core.db import atomic
 from services.core.errors import ServiceError, ValidationFailed
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.payments.webhook_handlers import EVENT_TYPES, HANDLERS, PREPARE, Pending
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
@@ -66,13 +66,13 @@ def receive_stripe(*, body: bytes, signature: str | None) -> Outcome:
 def receive_razorpay(*, body: bytes, signature: str | None, event_id: str | None) -> Outcome:
     """A Razorpay delivery: `X-Razorpay-Signature` over the raw body, event id from its header."""
     rzp.verify_webhook_signature(body=body, signature=signature)
-    event = _json(body)
+    event = parse_json(body)
     # Razorpay always sends X-Razorpay-Event-Id; without it the body itself names the event.
     eid = (event_id or "").strip() or "sha256:" + hashlib.sha256(body).hexdigest()[:56]
     return _receive("razorpay", eid, str(event.get("event") or ""), body, event)
 
 
-def _json(body: bytes) -> dict:
+def parse_json(body: bytes) -> dict:
     try:
         event = json.loads(body)
     except ValueError:
@@ -142,18 +142,18 @@ def process(row_id: int, event: dict) -> Outcome:
             return Outcome(provider, event_id, type_, status, error=note)
         except IntegrityError:
             if attempt == 2:  # two first deliveries raced on a UNIQUE row three times: give up
-                _fail(row_id, "conflicting concurrent deliveries")
+                mark_failed(row_id, "conflicting concurrent deliveries")
                 raise
         except (ServiceError, KeyError, TypeError, ValueError) as err:
             # A business failure or a signed yet malformed event: a retry cannot help.
             if not isinstance(err, ServiceError):
                 err = ValidationFailed(f"malformed {type_} event: {type(err).__name__} {err}")
-            _fail(row_id, str(err))
+            mark_failed(row_id, str(err))
             log.warning("webhooks.failed", extra={"provider": provider, "event_id": event_id,
                                                   "type": type_, "error": str(err)})
             return Outcome(provider, event_id, type_, "failed", error=str(err))
         except Exception as err:
-            _fail(row_id, f"{type(err).__name__}: {err}"[:2000])
+            mark_failed(row_id, f"{type(err).__name__}: {err}"[:2000])
             raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -170,7 +170,7 @@ def _finish(row_id: int, status: str, note: str | None) -> None:
             row.status, row.error, row.processed_at = status, note, utcnow()
 
 
-def _fail(row_id: int, error: str) -> None:
+def mark_failed(row_id: int, error: str) -> None:
     with atomic() as s:
         row = _lock_event(s, row_id)
         if row.status not in FINISHED:
@@ -178,45 +178,5 @@ def _fail(row_id: int, error: str) -> None:
             row.attempts = row.attempts + 1
 
 
-__all__ = ["receive_stripe", "receive_razorpay", "record", "process", "Outcome", "EVENT_TYPES"]
-
-
-# --- replay from the dashboard (added by the platform area; additive) ---------------------------
-
-def replay(event_id: int, *, staff=None, ip: str | None = None) -> Outcome:
-    """Process a stored event again (one that failed or still waits); finished ones stay as they are.
-
-    `event_id` is our row id. The payload was signature-checked when it arrived, so it is not
-    checked again; the ledger keys still make a second credit of one payment impossible.
-    """
-    from services.core import audit
-    from services.core.errors import Conflict, NotFound
-
-    ev = db.session.get(WebhookEvent, event_id)
-    if ev is None:
-        raise NotFound(f"No webhook event {event_id}.")
-    if ev.status in FINISHED:
-        raise Conflict(f"Event {ev.event_id} is already {ev.status}; there is nothing to replay.")
-    before = ev.status
-    try:
-        if ev.provider == "customers":
-            from services.payments import customer_sync  # imports this module: import here, not at the top
-
-            try:
-                result = customer_sync._apply(ev.id, customer_sync._parse(ev.payload.encode()))
-                outcome = Outcome("customers", ev.event_id, ev.type, result.status)
-            except ServiceError as err:
-                _fail(ev.id, str(err))
-                outcome = Outcome("customers", ev.event_id, ev.type, "failed", error=str(err))
-        else:
-            outcome = process(ev.id, _json(ev.payload.encode()))
-    except ServiceError as err:  # an unreadable payload
-        _fail(ev.id, str(err))
-        outcome = Outcome(ev.provider, ev.event_id, ev.type, "failed", error=str(err))
-    with atomic():
-        audit.record(action="webhook.replay", staff=staff, target_type="webhook_event",
-                     target_id=event_id, before={"status": before},
-                     after={"status": outcome.status, "error": outcome.error}, ip=ip)
-    log.info("webhooks.replayed", extra={"provider": ev.provider, "event_id": ev.event_id,
-                                          "status": outcome.status})
-    return outcome
+__all__ = ["receive_stripe", "receive_razorpay", "record", "process", "mark_failed", "parse_json",
+           "Outcome", "EVENT_TYPES", "FINISHED"]

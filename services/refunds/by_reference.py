@@ -20,7 +20,7 @@ from services.core import audit
 from services.core.db import atomic
 from services.core.errors import Conflict, ValidationFailed
 from services.ledger import posting as ledger
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 
 MAX_REFERENCE = 200
 TOP = 20  # customers listed in a preview

@@ -42,7 +42,8 @@ from services.core.errors import (
     ValidationFailed,
 )
 from services.ledger import posting as ledger
-from services.ledger.posting import SYSTEM, Actor
+from services.ledger import rules
+from services.ledger.rules import SYSTEM, Actor
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from services.refunds import eligibility
@@ -94,7 +95,7 @@ def cost_basis_amount(payment: Payment, credits: int, granted: int) -> int:
 
 def _paid_grants(s: Session, payment_id: int) -> list[CreditGrant]:
     return list(s.scalars(select(CreditGrant).where(
-        CreditGrant.payment_id == payment_id, CreditGrant.source.in_(ledger.PAID_SOURCES))
+        CreditGrant.payment_id == payment_id, CreditGrant.source.in_(rules.PAID_SOURCES))
         .order_by(CreditGrant.id)))
 
 
@@ -383,7 +384,7 @@ def _complete(s: Session, refund: Refund, payment: Payment, *, actor: Actor, sta
         entries.append(ledger.post_clawback(
             s, grant_id=g.id, credits=take, actor=actor, key=key,
             reason=f"refund #{refund.id} of {payment.provider} payment {payment.id}",
-            request_hash=ledger.fingerprint("clawback", grant=g.id, credits=take),
+            request_hash=rules.fingerprint("clawback", grant=g.id, credits=take),
             payment_id=payment.id))
         clawed += take
         if clawed >= want:
@@ -512,7 +513,7 @@ def claw_back_refunded(s: Session, payment: Payment, *, actor: Actor = SYSTEM) -
             continue
         entries.append(ledger.post_clawback(
             s, grant_id=g.id, credits=take, reason=f"{payment.provider} refund of payment {payment.id}",
-            actor=actor, key=key, request_hash=ledger.fingerprint("clawback", grant=g.id, credits=take),
+            actor=actor, key=key, request_hash=rules.fingerprint("clawback", grant=g.id, credits=take),
             payment_id=payment.id))
         want -= take
         if want == 0:

@@ -18,6 +18,7 @@ from services.core import settings as app_settings
 from services.core.db import atomic
 from services.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from services.ledger import posting as ledger
+from services.ledger import rules
 
 REASON_CODES: list[tuple[str, str]] = [
     ("goodwill", "Goodwill gesture"),
@@ -63,7 +64,7 @@ def _validate(credits, reason_code: str, note: str) -> tuple[int, str, str]:
     if isinstance(credits, bool) or not isinstance(credits, int) or credits == 0:
         raise ValidationFailed("Enter a whole number of credits other than zero.",
                                details={"credits": "must be a non-zero whole number"})
-    if abs(credits) > ledger.MAX_CREDITS:
+    if abs(credits) > rules.MAX_CREDITS:
         raise ValidationFailed("That is too many credits.", details={"credits": "too large"})
     if reason_code not in REASON_LABELS:
         raise ValidationFailed("Choose a reason code.", details={"reason_code": "required"})
@@ -125,7 +126,7 @@ def _apply(s, *, customer_id: int, credits: int, reason_code: str, note: str, st
     before = account.balance
     entry = ledger.adjust(customer_id=customer_id, credits=credits,
                           reason=reason_text(reason_code, note),
-                          actor=ledger.Actor.of_staff(by or staff), key=key,
+                          actor=rules.Actor.of_staff(by or staff), key=key,
                           allow_negative=allow_negative,
                           meta={"reason_code": reason_code, **(extra or {})})
     audit.record(action=action, staff=by or staff, target_type="customer", target_id=customer_id,

@@ -36,7 +36,7 @@ from services.core.db import atomic
 from services.core.errors import Conflict, IdempotencyInUse, ServiceError, ValidationFailed
 from services.ledger import customers
 from services.ledger import posting as ledger
-from services.ledger.posting import SYSTEM, Actor
+from services.ledger.rules import SYSTEM, Actor
 from services.tasks import prepaid as tasks
 from services.tasks.runner import metering, registry
 from services.tasks.runner.handlers import lock_task

@@ -16,7 +16,8 @@ from services.core import audit
 from services.core.db import atomic, is_sqlite
 from services.core.errors import Conflict, TaskAlreadyFinished, TaskNotFound, ValidationFailed
 from services.ledger import posting as ledger
-from services.ledger.posting import SYSTEM, Actor
+from services.ledger import rules
+from services.ledger.rules import SYSTEM, Actor
 
 OPEN = ("pending", "processing")
 DEFAULT_TIMEOUT = 600
@@ -47,13 +48,13 @@ def create(*, type: str, customer_id: int | None = None, external_id: str | None
                                details={"timeout_seconds": "out of range"})
     estimate = estimated_credits if estimated_credits is not None \
         else pricing.credits_for(feature=type, quantity=1)
-    ledger._positive(estimate, "estimated_credits")
+    rules.positive(estimate, "estimated_credits")
     charge_key = f"task-charge:{key}" if key else None
-    h = ledger.fingerprint("task", customer=customer_id or external_id, type=type, mode=mode,
+    h = rules.fingerprint("task", customer=customer_id or external_id, type=type, mode=mode,
                            estimate=estimate)
     with atomic() as s:
         if charge_key and (done := ledger.find_by_key(s, charge_key)):
-            ledger._replay(done, h)
+            rules.check_replay(done, h)
             return s.get(Task, done.task_id)
         account = ledger.lock_account(s, customer_id=customer_id, external_id=external_id)
         now = utcnow()
@@ -95,7 +96,7 @@ def _finish(task_id: int, *, status: str, refund: int | None, actor: Actor,
         if give > 0:
             charge = s.get(LedgerEntry, task.charge_entry_id)
             ledger.post_return(s, account, charge, give, type="refund", actor=actor,
-                               key=_settle_key(task_id, charge), request_hash=ledger.fingerprint(
+                               key=_settle_key(task_id, charge), request_hash=rules.fingerprint(
                                    "task-settle", task=task_id, credits=give),
                                reason=message, task_id=task_id)
         log(s, task_id, message, level="info" if status == "succeeded" else "warning",
@@ -216,7 +217,7 @@ def retry(*, task_id: int, actor: Actor = SYSTEM, staff=None, ip: str | None = N
         timeout = timeout if 1 <= timeout <= MAX_TIMEOUT else DEFAULT_TIMEOUT
         entry = ledger.post_debit(
             s, account, credits=estimate, feature=task.type, key=f"task:{task_id}:retry:{attempt}",
-            request_hash=ledger.fingerprint("task-retry", task=task_id, attempt=attempt,
+            request_hash=rules.fingerprint("task-retry", task=task_id, attempt=attempt,
                                             credits=estimate),
             actor=actor, task_id=task_id, reason="task retried, estimate charged again",
             reference=f"task:{task_id}")

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from models import Task, utcnow
 from services.core.db import atomic
-from services.ledger.posting import Actor
+from services.ledger.rules import Actor
 from services.tasks import prepaid as tasks
 from services.tasks.runner import metering
 from services.tasks.runner.providers import Result

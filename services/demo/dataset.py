@@ -37,7 +37,7 @@ from models import (
     db,
     utcnow,
 )
-from services.ledger.rules import plan_draw
+from services.ledger.rules import Actor, entry_row, plan_draw
 from services.staff import accounts as staff_service
 
 DEMO_STAFF = [
@@ -86,23 +86,24 @@ class Sim:
         self.entries: list[dict] = []
         self.allocs: list[dict] = []
         self.live: dict[int, list[G]] = {}  # account -> buckets with credits
-        self.balance: dict[int, int] = {}
+        self.accounts: dict[int, dict] = {}  # account id -> balance and version, as posted
         self.last_at: dict[int, datetime] = {}
 
     def _id(self, table: str) -> int:
         self.next[table] += 1
         return self.next[table]
 
+    def account(self, acct: int, cust: int) -> dict:
+        return self.accounts.setdefault(acct, {"id": acct, "customer_id": cust, "balance": 0,
+                                               "version": 0})
+
     def _entry(self, acct: int, cust: int, at: datetime, type: str, amount: int, **kw) -> dict:
         # Entries of one account never go back in time, so ids and created_at agree.
         at = max(at, self.last_at.get(acct, at))
         self.last_at[acct] = at
-        before = self.balance.get(acct, 0)
-        self.balance[acct] = before + amount
-        e = dict(id=self._id("entry"), account_id=acct, customer_id=cust, type=type,
-                 amount=amount, balance_before=before, balance_after=before + amount,
-                 created_at=at, actor_type=kw.pop("actor_type", "system"),
-                 actor_id=kw.pop("actor_id", None), **kw)
+        actor = Actor(kw.pop("actor_type", "system"), kw.pop("actor_id", None))
+        e = entry_row(self.account(acct, cust), type=type, amount=amount, actor=actor, at=at,
+                      id=self._id("entry"), **kw)
         self.entries.append(e)
         return e
 
@@ -140,7 +141,7 @@ class Sim:
               task_id=None, key=None, type="debit", reason=None, actor_type="api_key",
               actor_id="1") -> dict | None:
         self.expire_due(acct, cust, at)
-        if self.balance.get(acct, 0) < credits:
+        if self.account(acct, cust)["balance"] < credits:
             return None
         order = sorted(self.live.get(acct, []), key=lambda g: (
             g.expires_at is None, g.expires_at or datetime.max, g.id))
@@ -478,12 +479,8 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
                              details={"credits": credits}))
 
     for a in acct_rows:
-        a["balance"] = sim.balance.get(a["id"], 0)
-    versions: dict[int, int] = {}
-    for e in sim.entries:
-        versions[e["account_id"]] = versions.get(e["account_id"], 0) + 1
-    for a in acct_rows:
-        a["version"] = versions.get(a["id"], 0)
+        posted = sim.accounts.get(a["id"], {"balance": 0, "version": 0})
+        a["balance"], a["version"] = posted["balance"], posted["version"]
     entry_cols = {c.name for c in LedgerEntry.__table__.columns}
     entries = [{k: v for k, v in e.items() if k in entry_cols} for e in sim.entries]
     for e in entries:

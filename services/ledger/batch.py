@@ -182,18 +182,9 @@ class _Posting:
                                            g.c.id)):
                 self.buckets[row[0]].append(_Bucket(row[1:]))
 
-    def _entry(self, acct: dict, **fields) -> dict:
-        before = acct["balance"]
-        acct["balance"] = before + fields["amount"]
-        acct["version"] += 1
-        acct["touched"] = True
-        e = dict(account_id=acct["id"], customer_id=acct["customer_id"], type=None, amount=0,
-                 balance_before=before, balance_after=acct["balance"], actor_type=self.actor.type,
-                 actor_id=self.actor.id, reason=None, feature=None, quantity=None, reference=None,
-                 idempotency_key=None, request_hash=None, request_id=self.request_id, grant_id=None,
-                 related_entry_id=None, payment_id=None, task_id=None, job_run_id=None,
-                 metadata=None, created_at=self.now)
-        e.update(fields)
+    def _entry(self, acct: dict, *, type: str, amount: int, **fields) -> dict:
+        e = rules.entry_row(acct, type=type, amount=amount, actor=self.actor, at=self.now,
+                            request_id=self.request_id, **fields)
         self.entries.append(e)
         return e
 
@@ -291,9 +282,8 @@ def _one(i: int, item: Item, prices: dict, ids: dict, post: _Posting) -> dict:
     account = post.accounts.get(cid) if cid is not None else None
     if account is None:
         raise CustomerNotFound(f"Customer {item.customer} not found.")
-    _check(account, credits)  # before anything is written for this item
     # Like ledger.post_debit: stale buckets expire first (complete movements of their own, kept
-    # even if this item is then refused).
+    # even if this item is then refused, so the balance shown after it is what can be spent).
     post.expire_stale(account)
     _check(account, credits)
     entry = post.debit(account, credits=credits, key=key, request_hash=h, feature=item.feature,

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry
 from services.core.db import is_sqlite
-from services.ledger.rules import Actor, fingerprint
+from services.ledger.rules import Actor, entry_row, fingerprint
 
 GRANTS, ENTRIES, ALLOCS, ACCOUNTS = (CreditGrant.__table__, LedgerEntry.__table__,
                                      Allocation.__table__, Account.__table__)
@@ -102,16 +102,8 @@ class Batch:
     expired: list[int] = field(default_factory=list)
 
     def _entry(self, acct: dict, *, type: str, amount: int, **kw) -> dict:
-        before = acct["balance"]
-        acct["balance"] = before + amount
-        acct["version"] = acct["version"] + 1
-        acct["touched"] = True
-        e = dict(account_id=acct["id"], customer_id=acct["customer_id"], type=type, amount=amount,
-                 balance_before=before, balance_after=before + amount,
-                 actor_type=self.actor.type, actor_id=self.actor.id, job_run_id=self.job_run_id,
-                 created_at=self.now, feature=None, quantity=None, reference=None,
-                 request_id=None, related_entry_id=None, payment_id=None, task_id=None,
-                 metadata=None, **kw)
+        e = entry_row(acct, type=type, amount=amount, actor=self.actor, at=self.now,
+                      job_run_id=self.job_run_id, **kw)
         self.entries.append(e)
         return e
 

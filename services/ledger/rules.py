@@ -96,3 +96,29 @@ def plan_draw(grants: list, credits: int) -> list[tuple]:
             plan.append((g, take))
             left -= take
     return plan
+
+
+# Every column of a ledger entry that a posting may leave empty.
+ENTRY_DEFAULTS = dict(reason=None, feature=None, quantity=None, reference=None,
+                      idempotency_key=None, request_hash=None, request_id=None, grant_id=None,
+                      related_entry_id=None, payment_id=None, task_id=None, job_run_id=None,
+                      metadata=None)
+
+
+def entry_row(account: dict, *, type: str, amount: int, actor: Actor, at: datetime,
+              **fields) -> dict:
+    """The posting rule over plain rows: one entry continuing the account's balance chain.
+
+    Moves `account` (a dict with id, customer_id, balance, version): balance by `amount`,
+    version by one, and marks it touched. The ORM path (services.ledger.posting._post) and the
+    three-statement hot path write the same columns; batch debits, set-based job postings
+    (services.ledger.bulk) and the demo loader build their rows here.
+    """
+    before = account["balance"]
+    account["balance"] = before + amount
+    account["version"] = account.get("version", 0) + 1
+    account["touched"] = True
+    return {**ENTRY_DEFAULTS, "account_id": account["id"], "customer_id": account["customer_id"],
+            "type": type, "amount": amount, "balance_before": before,
+            "balance_after": before + amount, "actor_type": actor.type, "actor_id": actor.id,
+            "created_at": at, **fields}

@@ -1,8 +1,8 @@
-"""What a scheduled job is: its name, default schedule, misfire grace and period key."""
+"""What a scheduled job is: its name, default schedule, misfire grace, period key and functions."""
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -14,6 +14,8 @@ class JobSpec:
     cron: str  # default schedule, crontab (5 fields) or with seconds first (6 fields)
     misfire_minutes: int  # default grace after a missed fire time
     period_format: str  # strftime of the period key a scheduled run claims
+    run: Callable = field(compare=False, repr=False)  # run(*, period, trigger) -> JobRun | None
+    execute: Callable = field(compare=False, repr=False)  # execute(run_id, resumed) -> JobRun
 
     def period(self, at: datetime) -> str:
         return at.strftime(self.period_format)
@@ -24,7 +26,3 @@ class JobSpec:
         if self.name == "distribute_credits":
             return self.period(at)
         return at.strftime("%Y-%m-%dT%H:%M:%S") + "m"
-
-    @property
-    def module(self):
-        return importlib.import_module(f"jobs.{self.name}")

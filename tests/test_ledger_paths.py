@@ -88,7 +88,7 @@ def test_the_three_debit_paths_write_identical_rows(app, make, seed):
     ops = _history(rng, 40)
     customers = {name: make.customer(external_id=f"{name}-{seed}") for name in PATHS}
     now = utcnow()
-    refused = {name: 0 for name in PATHS}
+    refused = dict.fromkeys(PATHS, 0)
     for i, op in enumerate(ops):
         for name, c in customers.items():
             if op[0] == "grant":

@@ -40,7 +40,7 @@ def refresh(url: str) -> tuple[float, object]:
     app = make_app(url)
     with app.app_context():
         from models import db
-        from services import ledger_rollup
+        from services.ledger import rollup as ledger_rollup
         t0 = time.perf_counter()
         res = ledger_rollup.refresh(full=True)
         secs = time.perf_counter() - t0
@@ -61,7 +61,7 @@ def oldest_period(url: str) -> str:
     app = make_app(url)
     with app.app_context():
         from models import db
-        from services import rollforward
+        from services.reporting import rollforward
         out = rollforward.periods()[-1]
         db.session.remove()
         db.engine.dispose()

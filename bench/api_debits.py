@@ -13,7 +13,7 @@ best round and the spread):
   (a) pgbench    bench/pgbench_debit.sql: the SQL statements our debit issues, same clients
   (b) bare Flask bench/baseline_app.py: the account UPDATE and one INSERT, same clients and gunicorn
 The load comes from wrk (Debian's package) with a Lua script, or from the Python generator in
-bench/common.py when wrk is missing. After our runs `services.reconcile` must find the ledger
+bench/common.py when wrk is missing. After our runs `services.ledger.reconcile` must find the ledger
 consistent (the baseline writes to copies of the tables, so it does not disturb that).
 """
 from __future__ import annotations

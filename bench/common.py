@@ -137,7 +137,7 @@ def feature_prices(url: str) -> None:
     app = make_app(url)
     with app.app_context():
         from models import FeaturePrice, db
-        from services.demo import FEATURES
+        from services.demo.dataset import FEATURES
 
         for f, label, unit, cpu, cost, _w in FEATURES:
             db.session.add(FeaturePrice(feature=f, label=label, unit=unit, credits_per_unit=cpu,
@@ -152,7 +152,7 @@ def api_key(url: str) -> str:
     app = make_app(url)
     with app.app_context():
         from models import db
-        from services import staff
+        from services.staff import accounts as staff
 
         _, plain = staff.create_api_key(name=f"bench {uuid.uuid4().hex[:6]}")
         db.session.remove()
@@ -161,11 +161,11 @@ def api_key(url: str) -> str:
 
 
 def reconcile(url: str) -> bool:
-    """Run services.reconcile over the database; prints a line; True when consistent."""
+    """Run services.ledger.reconcile over the database; prints a line; True when consistent."""
     app = make_app(url)
     with app.app_context():
         from models import db
-        from services import reconcile as rec
+        from services.ledger import reconcile as rec
 
         report = rec.run()
         print(f"  reconcile: {report.lines()[0]} {'consistent' if report.ok else 'VIOLATIONS'}")

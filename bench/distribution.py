@@ -7,7 +7,7 @@
 Without BENCH_DATABASE_URL it creates (and drops) a fresh database on the local server. The data
 set is loaded consistently (every grant has its entry and allocation, balances match; reconcile
 passes), copied with CREATE DATABASE ... TEMPLATE, and then:
-  1. services.distribution.run over the first copy (expiry pass, claim, chunks, counts);
+  1. services.jobs.distribution.run over the first copy (expiry pass, claim, chunks, counts);
   2. the floor: a minimal set of SQL statements over the second copy granting the same credits
      with the same rows (grants, entries with the balance chain, allocations, balances);
 and both ledgers are compared before the times and their ratio are printed.
@@ -195,7 +195,7 @@ def run_floor(url, *, period: str, free: int, default_days: int) -> float:
 def run_service(url, *, period: str) -> tuple[float, object]:
     os.environ["DATABASE_URL"] = url
     from dashboard import create_app
-    from services import distribution
+    from services.jobs import distribution
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_ENABLED": False,
                       "LOG_LEVEL": "WARNING", "LOG_JSON": False})
@@ -203,7 +203,7 @@ def run_service(url, *, period: str) -> tuple[float, object]:
         t0 = time.perf_counter()
         result = distribution.run(period=period, trigger="cli")
         seconds = time.perf_counter() - t0
-        from services import reconcile
+        from services.ledger import reconcile
         report = reconcile.run()
         assert report.ok, report.lines()
         from models import db

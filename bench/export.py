@@ -33,7 +33,7 @@ def copy_floor(url: str, query: dict) -> tuple[int, int, float]:
     from sqlalchemy.engine import make_url
 
     from models import db
-    from services import export, transactions
+    from services.reporting import export, transactions
 
     app = make_app(url)
     with app.app_context():

@@ -45,7 +45,7 @@ def _load(url: str, entries: int) -> None:
 
     from bench import ledger_data
     from models import LedgerEntry, Staff, db
-    from services import staff
+    from services.staff import accounts as staff
 
     app = make_app(url)
     with app.app_context():

@@ -1,7 +1,7 @@
 """Large, consistent ledgers fast: simulated with the ledger rules, written with COPY/executemany.
 
 Used by the finance tests (200,000 entries) and bench/export.py, bench/analytics.py (1,000,000).
-The history is simulated in memory by services.demo.Sim (the ledger's own draw order, refunds
+The history is simulated in memory by services.demo.dataset.Sim (the ledger's own draw order, refunds
 back to the buckets they came from, expiry of due promotional credits, every entry fully
 allocated, balance chains), then written straight through the driver: COPY on PostgreSQL,
 executemany on SQLite. `flask reconcile` passes on the result.
@@ -29,7 +29,7 @@ from models import (
     db,
     utcnow,
 )
-from services.demo import FEATURES, INR_PER_USD, PACKAGES, Sim
+from services.demo.dataset import FEATURES, INR_PER_USD, PACKAGES, Sim
 
 TABLES = {"customers": Customer.__table__, "accounts": Account.__table__,
           "payments": Payment.__table__, "credit_grants": CreditGrant.__table__,

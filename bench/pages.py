@@ -9,7 +9,7 @@ customer holding 100,000 of them.
 Data: bench/ledger_data.realistic (customers over 180 days: welcome and monthly grants,
 purchases in two currencies, feature debits, task refunds, claw-backs, expiries; every entry
 allocated, balance chains intact) plus one heavy customer (one purchase, 100,000 debits spread
-over the same 180 days). `services.reconcile` checks the result, the ledger_daily rollup is
+over the same 180 days). `services.ledger.reconcile` checks the result, the ledger_daily rollup is
 built (what the hourly rollup_ledger job maintains), then VACUUM ANALYZE. gunicorn serves it
 (3 gthread workers x 3 threads, as in production); an admin signs in over HTTP and each page
 is requested `--runs` times in turn after two warm-ups, one request at a time. Server time is the app's own
@@ -70,7 +70,8 @@ def heavy_customer(s, *, debits: int, days: int = 180) -> int:
 def load(url: str, *, entries: int, heavy: int) -> None:
     from bench import ledger_data
     from models import db
-    from services import ledger_rollup, staff
+    from services.ledger import rollup as ledger_rollup
+    from services.staff import accounts as staff
 
     app = common.make_app(url)
     with app.app_context():

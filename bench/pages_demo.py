@@ -71,7 +71,7 @@ def main() -> int:
         Task,
         db,
     )
-    from services import adjustments
+    from services.staff import adjustments
     from tests.helpers import csrf_from
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "SCHEDULER_ENABLED": False,

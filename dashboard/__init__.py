@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Flask
 
 from dashboard import auth, cli, config, errors, extensions, filters, inputs, logs, security, views
-from services.db import configure_engine
+from services.core.db import configure_engine
 
 
 def create_app(config_overrides: dict | None = None) -> Flask:

@@ -27,8 +27,8 @@ from dashboard import htmx
 from dashboard.extensions import db, login_manager
 from dashboard.respond import safe_next
 from models import Staff
-from services import signin
-from services import staff as staff_service
+from services.staff import accounts as staff_service
+from services.staff import signin
 
 log = logging.getLogger("creditdesk.auth")
 

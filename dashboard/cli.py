@@ -10,9 +10,9 @@ from flask.cli import with_appcontext
 
 from dashboard import cli_finance
 from models.staff import ROLES
-from services import reconcile as reconcile_service
-from services import staff as staff_service
-from services.errors import ServiceError
+from services.core.errors import ServiceError
+from services.ledger import reconcile as reconcile_service
+from services.staff import accounts as staff_service
 
 
 @click.command("create-staff")
@@ -72,7 +72,7 @@ def reconcile() -> None:
 @with_appcontext
 def seed_demo(n_customers: int, seed: int, months: int, if_empty: bool) -> None:
     """Load a deterministic, realistic demo data set (through the ledger rules)."""
-    from services import demo
+    from services.demo import dataset as demo
 
     if if_empty and demo.has_data():
         click.echo("Demo data already loaded; skipping.")
@@ -95,7 +95,7 @@ def create_db_role(name: str, password_env: str | None) -> None:
     import os
 
     from models import db
-    from services import db_roles
+    from services.core import db_roles
 
     password = None
     if password_env:

@@ -7,7 +7,8 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from services import ledger_rollup, payment_reconcile
+from services.ledger import rollup as ledger_rollup
+from services.payments import reconcile as payment_reconcile
 
 
 @click.command("reconcile-payments")

@@ -7,7 +7,7 @@ from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from dashboard import htmx
-from services.errors import ServiceError
+from services.core.errors import ServiceError
 
 log = logging.getLogger("creditdesk.errors")
 

@@ -10,7 +10,7 @@ import uuid
 from flask import Flask, g, request
 from pythonjsonlogger.json import JsonFormatter
 
-from services import context
+from services.core import context
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 

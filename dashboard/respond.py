@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from flask import flash, redirect, request
 
 from dashboard import htmx
-from services import params
+from services.core import params
 
 
 def int_arg(name: str, source=None) -> int | None:

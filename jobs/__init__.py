@@ -1,74 +1,64 @@
-"""Scheduled credit jobs: one module per job, each calling services; scheduler.py runs them.
+"""Scheduled credit jobs: the declarative list (JOBS), one module per job calling services.
 
 A job module exposes `run(*, period=None, trigger="schedule") -> JobRun` (claim + execute) and
-`execute(run_id, resumed=False) -> JobRun` (carry out a run already claimed).
+`execute(run_id, resumed=False) -> JobRun` (carry out a run already claimed); its JobSpec holds
+both. schedules.py reads each job's schedule, leader.py elects the one process that runs them,
+scheduler.py runs them there.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from dataclasses import dataclass
-from datetime import datetime
 
 from flask import Flask
 
+from jobs import (
+    cleanup_idempotency,
+    distribute_credits,
+    expire_credits,
+    reconcile_ledger,
+    recover_timeouts,
+    rollup_ledger,
+)
+from jobs.runner_jobs import RUNNER_JOBS
+from jobs.spec import JobSpec
 from models import utcnow
-from services import audit, jobruns
-from services.db import atomic
+from services.core import audit
+from services.core.db import atomic
+from services.jobs import runs as jobruns
 
 log = logging.getLogger("creditdesk.jobs")
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    name: str
-    title: str
-    description: str
-    cron: str  # default schedule, crontab (5 fields) or with seconds first (6 fields)
-    misfire_minutes: int  # default grace after a missed fire time
-    period_format: str  # strftime of the period key a scheduled run claims
-
-    def period(self, at: datetime) -> str:
-        return at.strftime(self.period_format)
-
-    def manual_period(self, at: datetime) -> str:
-        """The period of a run started by hand. Distribution: the month (exactly once per month);
-        the others: a key of their own, since their effects are exactly once per grant/task anyway."""
-        if self.name == "distribute_credits":
-            return self.period(at)
-        return at.strftime("%Y-%m-%dT%H:%M:%S") + "m"
-
-    @property
-    def module(self):
-        return importlib.import_module(f"jobs.{self.name}")
 
 
 JOBS: dict[str, JobSpec] = {j.name: j for j in [
     JobSpec("distribute_credits", "Monthly credit distribution",
             "Expire due credits, then grant free, yearly and lifetime customers their monthly "
             "credits (monthly subscribers get theirs from the paid invoice).",
-            "5 0 1 * *", 2880, "%Y-%m"),
+            "5 0 1 * *", 2880, "%Y-%m",
+            run=distribute_credits.run, execute=distribute_credits.execute),
     JobSpec("expire_credits", "Credit expiry",
             "One expiry entry per grant past expires_at (plus grace) with credits left.",
-            "0 * * * *", 30, "%Y-%m-%dT%H"),
+            "0 * * * *", 30, "%Y-%m-%dT%H",
+            run=expire_credits.run, execute=expire_credits.execute),
     JobSpec("recover_timeouts", "Task timeout recovery",
             "Tasks past their deadline in pending or processing: timed_out and fully refunded.",
-            "* * * * *", 2, "%Y-%m-%dT%H:%M"),
+            "* * * * *", 2, "%Y-%m-%dT%H:%M",
+            run=recover_timeouts.run, execute=recover_timeouts.execute),
     JobSpec("reconcile_ledger", "Ledger reconciliation",
             "Check the ledger invariants and record the result for the overview.",
-            "30 2 * * *", 360, "%Y-%m-%d"),
+            "30 2 * * *", 360, "%Y-%m-%d",
+            run=reconcile_ledger.run, execute=reconcile_ledger.execute),
     JobSpec("rollup_ledger", "Analytics rollups",
             "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics.",
-            "15 * * * *", 60, "%Y-%m-%dT%H"),
+            "15 * * * *", 60, "%Y-%m-%dT%H",
+            run=rollup_ledger.run, execute=rollup_ledger.execute),
     JobSpec("cleanup_idempotency", "Idempotency cleanup",
             "Delete stored API replies (Idempotency-Key records) past their 24 h retention.",
-            "45 3 * * *", 360, "%Y-%m-%d"),
+            "45 3 * * *", 360, "%Y-%m-%d",
+            run=cleanup_idempotency.run, execute=cleanup_idempotency.execute),
 ]}
 
-# The task runner's loops (services/runner): every 5 s and every 30 s, same leader rule.
-from jobs.runner_jobs import RUNNER_JOBS  # noqa: E402 - needs JobSpec above
-
+# The task runner's loops (services/tasks/runner): every 5 s and every 30 s, same leader rule.
 JOBS.update({j.name: j for j in RUNNER_JOBS})
 
 
@@ -82,7 +72,7 @@ def spec(name: str) -> JobSpec:
 def run(name: str, *, period: str | None = None, trigger: str = "schedule"):
     """Run a job now in this thread (claim + execute); a claimed period is a no-op."""
     js = spec(name)
-    return js.module.run(period=period or js.manual_period(utcnow()), trigger=trigger)
+    return js.run(period=period or js.manual_period(utcnow()), trigger=trigger)
 
 
 def start(app: Flask, name: str, *, period: str | None = None, trigger: str = "manual",
@@ -90,7 +80,7 @@ def start(app: Flask, name: str, *, period: str | None = None, trigger: str = "m
     """Claim now, execute in a background thread: "run now" answers at once with the run id."""
     js = spec(name)
     if js.name == "distribute_credits":
-        from services import distribution
+        from services.jobs import distribution
         period = distribution.check_period(period)
     claim = jobruns.claim(job=js.name, period=period or js.manual_period(utcnow()), trigger=trigger)
     if staff is not None:
@@ -108,7 +98,7 @@ def start(app: Flask, name: str, *, period: str | None = None, trigger: str = "m
 def _execute(app: Flask, js: JobSpec, run_id: int, resumed: bool) -> None:
     with app.app_context():
         try:
-            js.module.execute(run_id, resumed)
+            js.execute(run_id, resumed)
         except Exception:
             log.exception("job.background_failed", extra={"job": js.name, "job_run_id": run_id})
         finally:

@@ -6,7 +6,8 @@ without it the table only grows.
 from __future__ import annotations
 
 from models import JobRun
-from services import idempotency, jobruns
+from services.jobs import runs as jobruns
+from services.ledger import idempotency
 
 JOB = "cleanup_idempotency"
 

@@ -8,8 +8,8 @@ from flask import Flask
 from flask.cli import with_appcontext
 
 from jobs import JOBS, spec
-from services import distribution
-from services.errors import ServiceError
+from services.core.errors import ServiceError
+from services.jobs import distribution
 
 
 @click.command("run-job")

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from models import JobRun
-from services import distribution, jobruns
+from services.jobs import distribution
+from services.jobs import runs as jobruns
 
 
 def run(*, period: str | None = None, trigger: str = "schedule") -> JobRun:

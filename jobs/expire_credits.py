@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from models import JobRun, utcnow
-from services import expiry, jobruns
-from services.db import atomic
-from services.ledger import Actor
+from services.core.db import atomic
+from services.jobs import runs as jobruns
+from services.ledger import expiry
+from services.ledger.rules import Actor
 
 JOB = "expire_credits"
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from models import JobRun, utcnow
-from services import jobruns, reconcile
+from services.jobs import runs as jobruns
+from services.ledger import reconcile
 
 JOB = "reconcile_ledger"
 KEEP_EMPTY_RUNS = timedelta(days=7)

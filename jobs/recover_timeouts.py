@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from models import JobRun
-from services import jobruns, tasks
-from services.ledger import Actor
+from services.jobs import runs as jobruns
+from services.ledger.rules import Actor
+from services.tasks import prepaid as tasks
 
 JOB = "recover_timeouts"
 

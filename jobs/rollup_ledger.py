@@ -7,7 +7,8 @@ live); the rollups only make long ranges fast.
 from __future__ import annotations
 
 from models import JobRun
-from services import jobruns, ledger_rollup
+from services.jobs import runs as jobruns
+from services.ledger import rollup as ledger_rollup
 
 JOB = "rollup_ledger"
 

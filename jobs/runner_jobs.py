@@ -12,19 +12,18 @@ LOCKED claims, conditional status updates).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 
-from jobs import JobSpec
+from jobs.spec import JobSpec
 from models import JobRun, utcnow
-from services import jobruns
-from services.runner import loops
+from services.jobs import runs as jobruns
+from services.tasks.runner import loops
 
 KEEP_EMPTY_RUNS = timedelta(days=7)
 
 
 class LoopJob:
-    """Quacks like a job module (`run`, `execute`) for JobSpec.module."""
+    """A job whose body is one pass of a runner loop; its run/execute go into a JobSpec."""
 
     def __init__(self, name: str, kind: str, body):
         self.name, self.kind, self.body = name, kind, body
@@ -46,24 +45,18 @@ class LoopJob:
         return jobruns.guarded(self.name, run_id, body)
 
 
-@dataclass(frozen=True)
-class LoopSpec(JobSpec):
-    job: LoopJob | None = field(default=None, compare=False)
-
-    @property
-    def module(self):
-        return self.job
+def _loop(name: str, title: str, description: str, cron: str, misfire: int, period: str,
+          job: LoopJob) -> JobSpec:
+    return JobSpec(name, title, description, cron, misfire, period, run=job.run, execute=job.execute)
 
 
 RUNNER_JOBS = [
-    LoopSpec("run_tasks", "Task runner: main loop",
-             "Claim pending AI tasks (priority, then age), run sync ones, submit async ones; "
-             "retries with backoff, fallback provider.",
-             "*/5 * * * * *", 1, "%Y-%m-%dT%H:%M:%S",
-             job=LoopJob("run_tasks", "main", loops.run_main)),
-    LoopSpec("poll_tasks", "Task runner: async query loop",
-             "Poll the provider jobs of processing async tasks; settle on success, refund on "
-             "failure.",
-             "*/30 * * * * *", 2, "%Y-%m-%dT%H:%M:%S",
-             job=LoopJob("poll_tasks", "query", loops.run_query)),
+    _loop("run_tasks", "Task runner: main loop",
+          "Claim pending AI tasks (priority, then age), run sync ones, submit async ones; "
+          "retries with backoff, fallback provider.",
+          "*/5 * * * * *", 1, "%Y-%m-%dT%H:%M:%S", LoopJob("run_tasks", "main", loops.run_main)),
+    _loop("poll_tasks", "Task runner: async query loop",
+          "Poll the provider jobs of processing async tasks; settle on success, refund on "
+          "failure.",
+          "*/30 * * * * *", 2, "%Y-%m-%dT%H:%M:%S", LoopJob("poll_tasks", "query", loops.run_query)),
 ]

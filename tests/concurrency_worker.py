@@ -10,8 +10,8 @@ def debit_storm(url: str, customer_id: int, threads: int, per_thread: int, credi
     """Each thread makes `per_thread` debits; returns counts of outcomes (and any errors)."""
     from dashboard import create_app
     from models import db
-    from services import ledger
-    from services.errors import InsufficientCredits
+    from services.core.errors import InsufficientCredits
+    from services.ledger import posting as ledger
     from tests.conftest import TEST_CONFIG
 
     app = create_app({**TEST_CONFIG, "SQLALCHEMY_DATABASE_URI": url,

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 import models  # noqa: F401  (registers every table on the metadata)
 from dashboard import create_app
 from models import db
-from services import settings as app_settings
+from services.core import settings as app_settings
 from tests.factories import Factory
 from tests.helpers import StaffClient
 from tests.live import LiveServer, ai_env
@@ -65,7 +65,7 @@ def _engine(url: str):
 
 def make_app_role(owner_url: str) -> str:
     """A fresh app role on the database of `owner_url`; answers the app's URL."""
-    from services import db_roles
+    from services.core import db_roles
 
     name = f"cd_app_{re.sub(r'[^a-z0-9]', '', os.environ.get('PYTEST_XDIST_WORKER', 'main'))}" \
            f"_{os.getpid()}_{uuid.uuid4().hex[:6]}"

@@ -5,8 +5,9 @@ import itertools
 from datetime import timedelta
 
 from models import CreditGrant, CreditPackage, FeaturePrice, Payment, Plan, db, utcnow
-from services import customers, ledger
-from services import staff as staff_service
+from services.ledger import customers
+from services.ledger import posting as ledger
+from services.staff import accounts as staff_service
 
 _seq = itertools.count(1)
 PASSWORD = "correct horse battery staple"

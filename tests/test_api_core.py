@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from models import ApiKey, LedgerEntry, db, utcnow
-from services import staff as staff_service
+from services.staff import accounts as staff_service
 from tests import test_api_support as support
 from tests.conftest import build_app
 from tests.test_api_support import ApiClient, assert_error

@@ -7,7 +7,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from models import CreditGrant, JobRun, db
-from services import ledger
+from services.ledger import posting as ledger
 from tests.test_api_support import assert_error
 
 URL = "/api/distribute-credits"

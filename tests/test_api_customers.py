@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from models import CreditGrant, db, utcnow
-from services import customers, ledger
+from services.ledger import customers
+from services.ledger import posting as ledger
 from tests import test_api_support as support
 from tests.test_api_support import assert_error, counts
 
@@ -110,7 +111,7 @@ def test_grant_validation_and_scope(api, api_as, make):
 
 
 def test_refund_eligibility_per_purchase(api, make):
-    from services import settings
+    from services.core import settings
 
     c = make.customer(external_id="r-1")
     spent = make.payment(c, amount_minor=1000, credits=100, currency="USD")

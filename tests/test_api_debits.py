@@ -7,7 +7,7 @@ import time
 from sqlalchemy import func, select
 
 from models import Account, LedgerEntry, db
-from services import reconcile
+from services.ledger import reconcile
 from tests import test_api_support as support
 from tests.test_api_support import assert_error, counts
 
@@ -76,7 +76,7 @@ def test_insufficient_credits_is_402_and_writes_nothing(api, make):
 
 
 def test_unknown_or_deleted_customer_is_404(api, make):
-    from services import customers
+    from services.ledger import customers
 
     make.customer(external_id="gone", credits=5)
     customers.soft_delete(external_id="gone")

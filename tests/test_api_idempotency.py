@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from models import IdempotencyRecord, LedgerEntry, db, utcnow
-from services import idempotency as store
+from services.ledger import idempotency as store
 from tests import test_api_support as support
 from tests.test_api_support import ApiClient, assert_error, counts
 

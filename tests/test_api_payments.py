@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from models import CreditGrant, Customer, Payment, db, utcnow
-from services import reconcile
+from services.ledger import reconcile
 from tests.fakes import signing
 from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
 from tests.test_api_payments_support import buy, counts, grants_of, payment, send_razorpay, verify

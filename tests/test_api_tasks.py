@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from models import LedgerEntry, Task, db
-from services import ledger
+from services.ledger import posting as ledger
 from tests import test_api_support as support
 from tests.test_api_support import assert_error, counts
 

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from models import Customer, LedgerEntry, Refund, WebhookEvent, db
-from services import ledger, reconcile
+from services.ledger import posting as ledger
+from services.ledger import reconcile
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from tests.fakes import signing

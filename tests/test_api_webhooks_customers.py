@@ -6,7 +6,8 @@ import time
 from sqlalchemy import select
 
 from models import Customer, LedgerEntry, WebhookEvent, db
-from services import ledger, reconcile
+from services.ledger import posting as ledger
+from services.ledger import reconcile
 from tests.fakes import signing
 from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
 from tests.test_api_payments_support import CUSTOMER_SECRET, counts, event_rows, send_customer

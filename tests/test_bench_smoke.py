@@ -1,7 +1,7 @@
 """`make bench-smoke` in the suite: the benchmark scripts still run end to end on tiny data.
 
 Nothing here looks at a time: only that each script finishes, prints its table and finds the
-ledger consistent afterwards (bench/api_debits.py exits 1 when services.reconcile does not).
+ledger consistent afterwards (bench/api_debits.py exits 1 when services.ledger.reconcile does not).
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from models import Task, db
-from services import ledger, reconcile
+from services.ledger import posting as ledger
+from services.ledger import reconcile
 from tests import test_api_support as api_support
 from tests import test_runner_support as support
 from tests.test_api_support import assert_error, counts
@@ -15,7 +16,7 @@ api, api_as = api_support.api, api_support.api_as  # fixtures
 ai, fakes = support.ai, support.fakes
 
 HELLO = [{"role": "user", "content": "hello there"}]
-# services.runner.metering: prompt ceil(11/3) + 4 + 3 = 11 tokens, + max_tokens 50 = 61 credits
+# services.tasks.runner.metering: prompt ceil(11/3) + 4 + 3 = 11 tokens, + max_tokens 50 = 61 credits
 # held at 1 credit per token. The fake counts words: prompt 8, answer "Echo: hello there" 3.
 HELD, ACTUAL = 61, 11
 

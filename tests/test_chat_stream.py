@@ -6,7 +6,9 @@ import math
 from sqlalchemy import select
 
 from models import LedgerEntry, PromptCache, Task, db
-from services import chat, ledger, reconcile
+from services.ledger import posting as ledger
+from services.ledger import reconcile
+from services.tasks import chat
 from tests import test_api_support as api_support
 from tests import test_runner_support as support
 from tests.test_api_support import assert_error

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from models import AdjustmentRequest, AuditLog, LedgerEntry, db
-from services import adjustments, ledger
-from services import settings as app_settings
-from services.errors import Conflict, Forbidden, InsufficientCredits, ValidationFailed
+from services.core import settings as app_settings
+from services.core.errors import Conflict, Forbidden, InsufficientCredits, ValidationFailed
+from services.ledger import posting as ledger
+from services.staff import adjustments
 
 
 def _submit(staff, c, credits, **kw):

@@ -5,7 +5,7 @@ import re
 from datetime import datetime
 
 from models import AuditLog, db
-from services.db import atomic
+from services.core.db import atomic
 
 
 def add(action: str, *, actor: str = "ann@creditdesk.test", at: datetime | None = None, **kw) -> AuditLog:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from models import AuditLog, CreditPackage, FeaturePrice, Plan, db
-from services import catalog, ledger
-from services.errors import ValidationFailed
+from services.catalog import edit as catalog
+from services.core.errors import ValidationFailed
+from services.ledger import posting as ledger
 
 PLAN = {"name": "Team", "interval": "month", "price": "49.00", "currency": "USD",
         "monthly_credits": "5000", "credit_expiry_days": "31"}

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from models import AuditLog, LedgerEntry, Refund, db
-from services import ledger, tasks
+from services.ledger import posting as ledger
+from services.tasks import prepaid as tasks
 
 
 def _rows(html: str) -> int:

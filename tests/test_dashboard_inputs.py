@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 import models as m
 from models import db
-from services import demo
+from services.demo import dataset as demo
 
 ROOT = Path(__file__).resolve().parents[1]
 READS = [re.compile(r'args\.get(?:list)?\(\s*"(\w+)"'),

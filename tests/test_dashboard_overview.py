@@ -6,7 +6,10 @@ import re
 from datetime import timedelta
 
 from models import JobRun, Refund, db, utcnow
-from services import adjustments, ledger, overview, tasks
+from services.ledger import posting as ledger
+from services.reporting import overview
+from services.staff import adjustments
+from services.tasks import prepaid as tasks
 
 
 def test_kpis_come_from_the_ledger_payments_and_tasks(make):

@@ -22,9 +22,9 @@ import pytest
 
 from dashboard.auth import PERMISSIONS, PUBLIC, ROLE_PERMISSIONS
 from models import AdjustmentRequest, AuditLog, JobRun, Staff, WebhookEvent, db
-from services import audit
-from services import settings as settings_service
-from services.db import atomic
+from services.core import audit
+from services.core import settings as settings_service
+from services.core.db import atomic
 from tests.helpers import StaffClient, csrf_from
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from models import AuditLog, SettingChange, db
-from services import settings as settings_service
+from services.core import settings as settings_service
 
 
 def test_every_setting_is_on_the_page_with_its_value(login):

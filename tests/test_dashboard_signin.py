@@ -83,8 +83,8 @@ def test_a_password_checked_while_another_process_locked_the_account_is_refused(
     connection, as another worker would) while this attempt is hashing the password."""
     from sqlalchemy import update
 
-    from services import signin
-    from services.signin import AccountLocked
+    from services.staff import signin
+    from services.staff.signin import AccountLocked
 
     staff = make.staff(role="admin")
     real_check = signin.check_password

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from models import AuditLog, Staff, db
-from services import staff as staff_service
-from services.errors import Conflict
+from services.core.errors import Conflict
+from services.staff import accounts as staff_service
 from tests.helpers import StaffClient, csrf_from
 
 

@@ -7,9 +7,10 @@ import re
 import pytest
 
 from models import AuditLog, LedgerEntry, Task, db
-from services import ledger, tasks
-from services.errors import Conflict, InsufficientCredits
-from services.ledger import Actor
+from services.core.errors import Conflict, InsufficientCredits
+from services.ledger import posting as ledger
+from services.ledger.rules import Actor
+from services.tasks import prepaid as tasks
 
 
 def _task(c, credits=30, type="video", **kw):

@@ -5,7 +5,7 @@ import re
 from datetime import timedelta
 
 from models import LedgerEntry, db, utcnow
-from services import ledger
+from services.ledger import posting as ledger
 
 
 def _ids(html: str) -> list[int]:

@@ -5,7 +5,7 @@ import json
 import re
 
 from models import AuditLog, Customer, WebhookEvent, db
-from services.db import atomic
+from services.core.db import atomic
 
 
 def event(provider="stripe", type_="checkout.session.completed", status="processed", payload=None,

@@ -10,7 +10,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from models import db
-from services import ledger, reconcile
+from services.ledger import posting as ledger
+from services.ledger import reconcile
 from tests.conftest import build_app
 from tests.factories import Factory
 from tests.test_api_support import ApiClient

@@ -7,8 +7,11 @@ from sqlalchemy import select
 
 from bench import ledger_data
 from models import Allocation, CreditGrant, JobRun, LedgerEntry, Payment, db, utcnow
-from services import analytics, ledger, ledger_rollup
-from services import settings as app_settings
+from services.core import settings as app_settings
+from services.ledger import posting as ledger
+from services.ledger import rollup as ledger_rollup
+from services.ledger import rules
+from services.reporting import analytics
 
 
 def _world(make):
@@ -31,8 +34,8 @@ def _world(make):
     ledger.debit(customer_id=b.id, credits=7, feature="chat", key="d4")
     ledger.refund(entry_id=d3.id, credits=40, reason="task failed", key="r3")
     ledger.refund(entry_id=d1.id, credits=10, reason="settled below estimate", key="r1")
-    ledger.adjust(customer_id=a.id, credits=-15, reason="correction", actor=ledger.SYSTEM, key="adj")
-    ledger.adjust(customer_id=b.id, credits=25, reason="goodwill", actor=ledger.SYSTEM, key="adj2")
+    ledger.adjust(customer_id=a.id, credits=-15, reason="correction", actor=rules.SYSTEM, key="adj")
+    ledger.adjust(customer_id=b.id, credits=25, reason="goodwill", actor=rules.SYSTEM, key="adj2")
     grant_a = db.session.scalar(select(CreditGrant).where(CreditGrant.payment_id == pa.id))
     ledger.clawback(grant_id=grant_a.id, credits=300, reason="refund", key="claw", payment_id=pa.id)
     old = make.grant(b, credits=30, source="promo")

@@ -12,8 +12,10 @@ from sqlalchemy import select
 
 from bench import ledger_data
 from models import AuditLog, Customer, LedgerEntry, db, utcnow
-from services import csvsafe, export, ledger, transactions
-from services.transactions import Filters
+from services.core import csvsafe
+from services.ledger import posting as ledger
+from services.reporting import export, transactions
+from services.reporting.transactions import Filters
 
 DANGEROUS = ["=1+2", "+SUM(A1:A9)", "-2+3", "@cmd", "\tTAB", "\rCR", "\nLF", "'quoted"]
 TEXT_COLUMNS = [name for name, kind, _c in export.COLUMNS if kind == "text"]

@@ -6,7 +6,9 @@ import csv
 from sqlalchemy import select
 
 from models import CreditGrant, Refund, db, utcnow
-from services import ledger, payment_reconcile, refunds
+from services.ledger import posting as ledger
+from services.payments import reconcile as payment_reconcile
+from services.refunds import requests as refunds
 
 
 def _paid(make, customer, credits=1000, **kw):

@@ -8,7 +8,8 @@ from fractions import Fraction
 from sqlalchemy import func, select
 
 from models import AuditLog, LedgerEntry, db
-from services import demo, rollforward
+from services.demo import dataset as demo
+from services.reporting import rollforward
 
 
 def _lines(g):

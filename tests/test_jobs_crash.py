@@ -42,7 +42,7 @@ def _child(app, crash_at: str | None, stale: str | None) -> None:
         os.environ.pop("JOBS_CRASH_AT", None)
     if stale is not None:
         os.environ["JOBS_STALE_SECONDS"] = stale
-    from services import distribution
+    from services.jobs import distribution
 
     with app.app_context():
         db.engine.dispose(close=False)  # never share the parent's connections after fork
@@ -110,7 +110,7 @@ def _state(url: str) -> tuple[dict, list, int]:
 
 
 def _reconciles(url: str) -> bool:
-    from services import reconcile
+    from services.ledger import reconcile
 
     with _app(url).app_context():
         ok = reconcile.run().ok

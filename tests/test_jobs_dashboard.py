@@ -6,7 +6,8 @@ import time
 from sqlalchemy import func, select, text
 
 from models import AuditLog, CreditGrant, JobRun, db
-from services import distribution, jobruns
+from services.jobs import distribution
+from services.jobs import runs as jobruns
 
 
 def _wait_finished(run_id: int, timeout: float = 60.0) -> JobRun:

@@ -7,8 +7,10 @@ from datetime import timedelta
 from sqlalchemy import func, select, text
 
 from models import CreditGrant, JobRun, JobRunError, LedgerEntry, db, utcnow
-from services import distribution, ledger, reconcile
-from services import settings as app_settings
+from services.core import settings as app_settings
+from services.jobs import distribution
+from services.ledger import posting as ledger
+from services.ledger import reconcile
 
 PERIOD = "2031-05"
 
@@ -166,6 +168,6 @@ def test_run_logs_a_starting_and_a_finished_line(make, caplog):
 def test_bad_period_is_refused(app):
     import pytest
 
-    from services.errors import ValidationFailed
+    from services.core.errors import ValidationFailed
     with pytest.raises(ValidationFailed):
         distribution.run(period="2031-13")

@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from bench.distribution import populate
 from jobs import JOBS
 from models import CreditGrant, JobRun, db
-from services import distribution, reconcile
+from services.jobs import distribution
+from services.ledger import reconcile
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,10 @@ from sqlalchemy import func, select, text
 from jobs import recover_timeouts
 from jobs import run as run_job
 from models import CreditGrant, JobRun, LedgerEntry, Task, db, utcnow
-from services import expiry, ledger, reconcile, tasks
-from services import settings as app_settings
+from services.core import settings as app_settings
+from services.ledger import expiry, reconcile
+from services.ledger import posting as ledger
+from services.tasks import prepaid as tasks
 
 
 @pytest.mark.slow  # 500 tasks through the ORM settle path: ~15-40 s depending on the machine's load
@@ -109,7 +111,7 @@ def test_expire_credits_job_expires_each_due_grant_once_by_the_ledger_rules(app,
 def test_a_task_that_cannot_be_refunded_does_not_block_the_others(app, make):
     """A soft-deleted customer's account cannot be locked: that task is an error, the rest proceed."""
     from models import JobRunError
-    from services import customers as customer_service
+    from services.ledger import customers as customer_service
 
     gone, kept = make.customer(credits=100), make.customer(credits=100)
     doomed = tasks.create(customer_id=gone.id, type="video", estimated_credits=10)

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from jobs import JOBS, scheduler
+from jobs import JOBS, leader, scheduler, schedules
 from models import JobRun, db
-from services import jobruns
+from services.jobs import runs as jobruns
 from tests.conftest import build_app
 
 
@@ -20,17 +20,17 @@ def _sched(app, name="distribute_credits", cron=None, minutes=None):
         app.config[f"JOBS_{name.upper()}_CRON"] = cron
     if minutes is not None:
         app.config[f"JOBS_{name.upper()}_MISFIRE_MINUTES"] = minutes
-    return scheduler.schedules(app)[name]
+    return schedules.schedules(app)[name]
 
 
 def test_schedules_parse_crontab_seconds_and_off(app):
-    assert str(scheduler.parse_cron("5 0 1 * *")).startswith("cron[")
-    six = scheduler.parse_cron("30 5 0 1 * *")
+    assert str(schedules.parse_cron("5 0 1 * *")).startswith("cron[")
+    six = schedules.parse_cron("30 5 0 1 * *")
     assert six.get_next_fire_time(None, datetime(2031, 1, 1, tzinfo=UTC)) == \
         datetime(2031, 1, 1, 0, 5, 30, tzinfo=UTC)
-    assert scheduler.parse_cron("off") is None
+    assert schedules.parse_cron("off") is None
     with pytest.raises(ValueError):
-        scheduler.parse_cron("every day")
+        schedules.parse_cron("every day")
     sc = _sched(app, "recover_timeouts", cron="off")
     assert not sc.enabled and sc.next_fire(datetime(2031, 1, 1)) is None
     assert _sched(app).misfire == timedelta(minutes=JOBS["distribute_credits"].misfire_minutes)
@@ -44,17 +44,17 @@ def test_missed_fire_with_a_controllable_clock(app):
     too_late = datetime(2031, 5, 1, 1, 10, tzinfo=UTC)
     fire = datetime(2031, 5, 1, 0, 5, tzinfo=UTC)
     assert sc.next_fire(before) == fire
-    assert scheduler.missed(sc, before) is None            # nothing missed yet
-    assert scheduler.missed(sc, after) == fire             # missed, within the grace: run once
-    assert scheduler.missed(sc, too_late) is None          # past the grace: wait for the next fire
+    assert schedules.missed(sc, before) is None            # nothing missed yet
+    assert schedules.missed(sc, after) == fire             # missed, within the grace: run once
+    assert schedules.missed(sc, too_late) is None          # past the grace: wait for the next fire
     run = jobruns.claim(job="distribute_credits", period="2031-05")
-    assert scheduler.missed(sc, after) is None             # running (fresh heartbeat): leave it
+    assert schedules.missed(sc, after) is None             # running (fresh heartbeat): leave it
     jobruns.finish(run_id=run.run_id)
-    assert scheduler.missed(sc, after) is None             # done: nothing to catch up
+    assert schedules.missed(sc, after) is None             # done: nothing to catch up
     # An every-minute job down for 10 minutes misses ten fires; coalesced, it catches up once.
     sm = _sched(app, "recover_timeouts", minutes=15)
     now = datetime(2031, 5, 1, 0, 40, 30, tzinfo=UTC)
-    assert scheduler.missed(sm, now) == datetime(2031, 5, 1, 0, 40, tzinfo=UTC)
+    assert schedules.missed(sm, now) == datetime(2031, 5, 1, 0, 40, tzinfo=UTC)
 
 
 def _wait(cond, timeout=30.0):
@@ -78,7 +78,7 @@ def test_misfire_runs_exactly_once_after_restart(app, make):
     period = fire.strftime("%Y-%m")
 
     first = scheduler.JobScheduler(app, retry_seconds=3600)
-    first.lock = scheduler.make_lock(app)
+    first.lock = leader.make_lock(app)
     try:
         first.tick()
         assert first.is_leader
@@ -91,7 +91,7 @@ def test_misfire_runs_exactly_once_after_restart(app, make):
         first.shutdown()
 
     second = scheduler.JobScheduler(app, retry_seconds=3600)
-    second.lock = scheduler.make_lock(app)
+    second.lock = leader.make_lock(app)
     try:
         second.tick()
         assert second.is_leader
@@ -111,13 +111,13 @@ def test_one_leader_at_a_time_and_takeover_when_it_stops(app):
     for s in (a, b):
         for name in JOBS:
             app.config[f"JOBS_{name.upper()}_CRON"] = "off"
-        s.schedules = scheduler.schedules(app)
-        s.lock = scheduler.make_lock(app)
+        s.schedules = schedules.schedules(app)
+        s.lock = leader.make_lock(app)
     try:
         a.tick()
         b.tick()
         assert (a.is_leader, b.is_leader) == (True, False)
-        info = scheduler.leader_info(app)
+        info = leader.leader_info(app)
         assert info is not None and info["process"] == jobruns.host_id()
         a.shutdown()
         b.tick()
@@ -125,7 +125,7 @@ def test_one_leader_at_a_time_and_takeover_when_it_stops(app):
     finally:
         a.shutdown()
         b.shutdown()
-    assert scheduler.leader_info(app) is None
+    assert leader.leader_info(app) is None
 
 
 @pytest.mark.pg
@@ -135,8 +135,8 @@ def test_follower_takes_over_when_the_leader_process_is_killed(pg_app):
     holder = subprocess.Popen([sys.executable, "-c", (
         "import psycopg, sys, time\n"
         f"c = psycopg.connect({url!r}, autocommit=True)\n"
-        f"assert c.execute('SELECT pg_try_advisory_lock({scheduler.LOCK_CLASS}, "
-        f"{scheduler.LOCK_OBJ})').fetchone()[0]\n"
+        f"assert c.execute('SELECT pg_try_advisory_lock({leader.LOCK_CLASS}, "
+        f"{leader.LOCK_OBJ})').fetchone()[0]\n"
         "print('held', flush=True)\n"
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
     try:
@@ -144,11 +144,11 @@ def test_follower_takes_over_when_the_leader_process_is_killed(pg_app):
         follower = scheduler.JobScheduler(pg_app, retry_seconds=3600)
         for name in JOBS:
             pg_app.config[f"JOBS_{name.upper()}_CRON"] = "off"
-        follower.schedules = scheduler.schedules(pg_app)
-        follower.lock = scheduler.make_lock(pg_app)
+        follower.schedules = schedules.schedules(pg_app)
+        follower.lock = leader.make_lock(pg_app)
         follower.tick()
         assert not follower.is_leader
-        assert scheduler.leader_info(pg_app) is not None  # the other process leads
+        assert leader.leader_info(pg_app) is not None  # the other process leads
         holder.kill()
         holder.wait()
 
@@ -157,7 +157,7 @@ def test_follower_takes_over_when_the_leader_process_is_killed(pg_app):
             return follower.is_leader
 
         assert _wait(takes_over, timeout=20)
-        assert scheduler.leader_info(pg_app)["process"] == jobruns.host_id()
+        assert leader.leader_info(pg_app)["process"] == jobruns.host_id()
         follower.shutdown()
     finally:
         holder.kill()

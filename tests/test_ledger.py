@@ -5,16 +5,17 @@ import pytest
 from sqlalchemy import func, select
 
 from models import Allocation, CreditGrant, LedgerEntry, db, utcnow
-from services import ledger, reconcile
-from services import settings as app_settings
-from services.errors import (
+from services.core import settings as app_settings
+from services.core.errors import (
     Conflict,
     CustomerNotFound,
     IdempotencyConflict,
     InsufficientCredits,
     ValidationFailed,
 )
-from services.ledger import Actor
+from services.ledger import posting as ledger
+from services.ledger import reconcile
+from services.ledger.rules import Actor
 
 STAFF = Actor("staff", "1")
 
@@ -75,7 +76,7 @@ def test_invalid_amounts_are_rejected(make, bad):
 
 
 def test_unknown_and_deleted_customers_are_not_found(make):
-    from services import customers
+    from services.ledger import customers
 
     with pytest.raises(CustomerNotFound):
         ledger.debit(customer_id=424242, credits=1, feature="chat")
@@ -211,7 +212,7 @@ def test_idempotent_retry_returns_the_first_entry_and_reuse_conflicts(make):
 
 
 def test_entries_record_actor_reason_reference_and_request_id(make):
-    from services import context
+    from services.core import context
 
     c = make.customer(credits=10)
     token = context.set_request_id("req-abc")

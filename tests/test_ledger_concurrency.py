@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import func, select
 
 from models import LedgerEntry, db
-from services import ledger, reconcile
-from services.errors import IdempotencyConflict
+from services.core.errors import IdempotencyConflict
+from services.ledger import posting as ledger
+from services.ledger import reconcile
 from tests.concurrency_worker import debit_storm
 
 

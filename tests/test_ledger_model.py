@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from models import CreditGrant, db, utcnow
-from services import customers, ledger, reconcile
-from services.errors import Conflict, InsufficientCredits
-from services.ledger import Actor
+from services.core.errors import Conflict, InsufficientCredits
+from services.ledger import customers, reconcile
+from services.ledger import posting as ledger
+from services.ledger.rules import Actor
 
 STAFF = Actor("staff", "1")
 

@@ -12,7 +12,7 @@ import flask
 import pytest
 import requests
 
-from services.errors import InvalidSignature, PaymentProviderError
+from services.core.errors import InvalidSignature, PaymentProviderError
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from tests.fakes import signing

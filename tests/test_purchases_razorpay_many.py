@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy import func, select
 
 from models import Account, LedgerEntry, Payment, WebhookEvent, db
-from services import reconcile
+from services.ledger import reconcile
 from tests.fakes import signing
 from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
 from tests.test_api_payments_support import buy

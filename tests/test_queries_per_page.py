@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import event
 
 from models import AdjustmentRequest, Refund, db
-from services import adjustments, ledger, tasks
+from services.ledger import posting as ledger
+from services.staff import adjustments
+from services.tasks import prepaid as tasks
 
 
 @contextmanager

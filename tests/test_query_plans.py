@@ -60,7 +60,8 @@ def explain(statement: str, parameters) -> dict:
 def test_busy_pages_read_the_ledger_through_indexes(pg_app, factory):
     from bench.ledger_data import realistic
     from bench.pages import facts, heavy_customer, pages
-    from services import ledger_rollup, staff
+    from services.ledger import rollup as ledger_rollup
+    from services.staff import accounts as staff
 
     realistic(db.session, entries=30_000)
     heavy_customer(db.session, debits=5_000)

@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from models import AuditLog, Payment, Refund, db, utcnow
-from services import eligibility, reconcile, refunds
-from services.errors import Conflict, Forbidden, PaymentProviderError, RefundNotEligible
+from services.core.errors import Conflict, Forbidden, PaymentProviderError, RefundNotEligible
+from services.ledger import reconcile
+from services.refunds import eligibility
+from services.refunds import requests as refunds
 from tests.test_refunds_support import *  # noqa: F403 - fixtures
 from tests.test_refunds_support import (
     balance_of,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from models import AuditLog, Refund, db
-from services import reconcile, refunds
+from services.ledger import reconcile
+from services.refunds import requests as refunds
 from tests.test_api_support import ApiClient, assert_error
 from tests.test_refunds_support import *  # noqa: F403 - fixtures
 from tests.test_refunds_support import clawbacks, stripe_purchase

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from models import Payment, Refund, db, utcnow
-from services import reconcile, refunds
+from services.ledger import reconcile
+from services.refunds import requests as refunds
 from tests.test_refunds_support import *  # noqa: F403 - fixtures
 from tests.test_refunds_support import balance_of, clawbacks, fresh, stripe_purchase
 
@@ -162,7 +163,7 @@ def test_request_form_refuses_more_than_refundable(paid, login):
 
 def test_refund_by_reference_preview_then_confirm_twice(login, make):
     a, b = make.customer(credits=500), make.customer(credits=500)
-    from services import ledger
+    from services.ledger import posting as ledger
     for i, (c, n) in enumerate([(a, 40), (a, 60), (b, 25)]):
         ledger.debit(customer_id=c.id, credits=n, feature="video", reference="project:123",
                      key=f"p{i}")

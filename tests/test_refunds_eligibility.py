@@ -7,9 +7,11 @@ from datetime import timedelta
 import pytest
 
 from models import Payment, db, utcnow
-from services import eligibility, ledger, refunds
-from services import settings as app_settings
-from services.errors import RefundNotEligible
+from services.core import settings as app_settings
+from services.core.errors import RefundNotEligible
+from services.ledger import posting as ledger
+from services.refunds import eligibility
+from services.refunds import requests as refunds
 
 
 def bought(make, customer, *, days_ago: float = 1, credits: int = 1000, amount: int = 1000,

@@ -9,8 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from models import AuditLog, LedgerEntry, db
-from services import customers, ledger, reconcile, refund_reference
-from services.errors import Conflict, ValidationFailed
+from services.core.errors import Conflict, ValidationFailed
+from services.ledger import customers, reconcile
+from services.ledger import posting as ledger
+from services.refunds import by_reference as refund_reference
 
 
 def debit(c, credits: int, reference: str | None, key: str):

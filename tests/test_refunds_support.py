@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from models import Customer, LedgerEntry, Payment, Refund, db
-from services import ledger
+from services.ledger import posting as ledger
 from tests.fakes import signing
 from tests.test_api_payments_support import *  # noqa: F403 - fixtures (pay_app, pay_api, fakes)
 from tests.test_api_payments_support import buy, send_razorpay, send_stripe, verify

@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import func, select
 
 from models import LedgerEntry, Task, db
-from services import ledger, reconcile, tasks
-from services.db import atomic
-from services.runner import loops
+from services.core.db import atomic
+from services.ledger import posting as ledger
+from services.ledger import reconcile
+from services.tasks import prepaid as tasks
+from services.tasks.runner import loops
 from tests import test_runner_support as support
 
 fakes = support.fakes  # fixture

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from services import ledger, tasks
-from services.runner import loops
+from services.ledger import posting as ledger
+from services.tasks import prepaid as tasks
+from services.tasks.runner import loops
 from tests import test_runner_support as support
 from tests.test_runner_support import chat_input, fresh
 
@@ -43,7 +44,7 @@ def test_staff_retry_of_a_failed_runner_task_runs_it_again(ai, login, make):
     assert (fresh(t.id).status, ledger.balance(c.id)) == ("pending", 90)
     loops.run_main()
     task = fresh(t.id)
-    # 3 runs, the staff retry (services.tasks counts it), and the run that served it
+    # 3 runs, the staff retry (services.tasks.prepaid counts it), and the run that served it
     assert (task.status, task.attempts, task.provider) == ("succeeded", 5, "primary")
 
 

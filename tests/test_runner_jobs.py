@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from jobs import JOBS, scheduler
+from jobs import JOBS, scheduler, schedules
 from jobs import run as run_job
 from models import JobRun, JobRunError, db
-from services import tasks
+from services.tasks import prepaid as tasks
 from tests import test_runner_support as support
 from tests.test_runner_support import chat_input, fresh
 
@@ -21,14 +21,14 @@ def runs() -> list[JobRun]:
 
 
 def test_the_loops_are_jobs_with_second_schedules(app):
-    sched = scheduler.schedules(app)
+    sched = schedules.schedules(app)
     assert (sched["run_tasks"].cron, sched["poll_tasks"].cron) == ("*/5 * * * * *", "*/30 * * * * *")
     now = datetime(2026, 3, 1, 12, 0, 2, tzinfo=UTC)
     assert sched["run_tasks"].next_fire(now) == now.replace(second=5)
     assert sched["poll_tasks"].next_fire(now) == now.replace(second=30)
     assert sched["run_tasks"].misfire == timedelta(minutes=1)
     app.config["JOBS_RUN_TASKS_CRON"] = "off"
-    assert not scheduler.schedules(app)["run_tasks"].enabled
+    assert not schedules.schedules(app)["run_tasks"].enabled
 
 
 def test_a_run_by_hand_records_what_the_loop_did(ai, make):

@@ -7,8 +7,10 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from models import Task, db, utcnow
-from services import ledger, reconcile, tasks
-from services.runner import loops
+from services.ledger import posting as ledger
+from services.ledger import reconcile
+from services.tasks import prepaid as tasks
+from services.tasks.runner import loops
 from tests import test_runner_support as support
 from tests.test_runner_support import chat_input, entries_of, fresh, log_messages
 
@@ -248,7 +250,7 @@ def test_a_late_answer_for_a_finished_task_is_skipped(ai, make):
     loops.run_main()
     task = fresh(t.id)
     tasks.time_out(task_id=t.id)
-    from services.runner import registry
+    from services.tasks.runner import registry
     kind = registry.lookup("video")
     poll = kind.provider_named("async", "primary").query(task.external_task_id)
     assert poll.status == "succeeded"

@@ -4,8 +4,8 @@ of the request that created (charged) the task. Also: usage above the estimate i
 from __future__ import annotations
 
 from models import Task, db
-from services import tasks
-from services.runner import loops
+from services.tasks import prepaid as tasks
+from services.tasks.runner import loops
 from tests import test_api_support as api_support
 from tests import test_runner_support as support
 from tests.test_chat_api import HELLO, chat_url, setup

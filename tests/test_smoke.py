@@ -1,6 +1,6 @@
 """The stack end to end: sign in, overview figures from the ledger, a customer's ledger."""
 from models import db
-from services import ledger
+from services.ledger import posting as ledger
 
 
 def test_login_page_and_redirect_for_anonymous(client):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import case, func, select
 
 from models import LedgerEntry, StatementSummary, db
-from services import ledger, statement, statement_summary
+from services.ledger import posting as ledger
+from services.ledger import rules, statement, statement_summary
 
 
 def full_scan(customer_id: int) -> tuple[dict, list]:
@@ -38,7 +39,7 @@ def test_summary_equals_a_full_scan_before_and_after_the_prefix_moves(make, monk
     assert stored.through_entry_id == top and stored.entries == 8  # grant, 6 debits, refund
 
     ledger.debit(customer_id=c.id, credits=1, feature="music")  # after the prefix
-    ledger.adjust(customer_id=c.id, credits=-4, reason="correction", actor=ledger.SYSTEM)
+    ledger.adjust(customer_id=c.id, credits=-4, reason="correction", actor=rules.SYSTEM)
     sm = statement_summary.summary(c.id)
     assert (sm.sums, sm.features) == full_scan(c.id) and sm.entries == 10
     assert db.session.get(StatementSummary, c.id).through_entry_id == top  # tail of 2 < 4

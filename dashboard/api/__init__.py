@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from dashboard.api import limits
 from dashboard.api.core import fail, from_error, ok
 from dashboard.extensions import csrf
-from services.errors import ServiceError
+from services.core.errors import ServiceError
 
 log = logging.getLogger("creditdesk.api")
 

@@ -9,10 +9,10 @@ from flask import g, request
 from sqlalchemy import or_, update
 
 from models import ApiKey, utcnow
-from services import staff as staff_service
-from services.db import atomic
-from services.errors import ServiceError
-from services.ledger import Actor
+from services.core.db import atomic
+from services.core.errors import ServiceError
+from services.ledger.rules import Actor
+from services.staff import accounts as staff_service
 
 log = logging.getLogger("creditdesk.api.auth")
 TOUCH_EVERY = timedelta(minutes=1)

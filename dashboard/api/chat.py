@@ -11,7 +11,7 @@ from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok, parse, path_text
 from dashboard.api.idempotency import idempotent, key_from_header
 from dashboard.api.schemas import Body, ErrorBody
-from services import chat
+from services.tasks import chat
 
 bp = Blueprint("api_chat", __name__, url_prefix="/api/v1")
 

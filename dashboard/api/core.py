@@ -13,7 +13,7 @@ from flask import current_app, request
 from pydantic import BaseModel, ValidationError
 
 from dashboard.api.schemas import MAX_PATH_ARG
-from services.errors import ServiceError, ValidationFailed
+from services.core.errors import ServiceError, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -69,7 +69,7 @@ def distribute_credits():
     if not _authorized(username, password):
         return fail("AUTH_UNAUTHORIZED", "Unauthorized", 401, headers=CHALLENGE)
     try:
-        from services import distribution
+        from services.jobs import distribution
 
         result = distribution.run(trigger="cron")
     except Exception:  # noqa: BLE001 - every failure of the job is this one answer

@@ -11,8 +11,10 @@ from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok, parse, path_text, query
 from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
-from services import customers, eligibility, ledger
-from services.errors import ValidationFailed
+from services.core.errors import ValidationFailed
+from services.ledger import customers
+from services.ledger import posting as ledger
+from services.refunds import eligibility
 
 bp = Blueprint("api_customers", __name__, url_prefix="/api/v1/customers")
 

@@ -8,7 +8,9 @@ from dashboard.api import schemas as sc
 from dashboard.api.auth import Forbidden, api_key_required, has_scope
 from dashboard.api.core import describe, ok, parse, path_text
 from dashboard.api.idempotency import idempotent, key_scope, scoped
-from services import batch, ledger, pricing
+from services.catalog import pricing
+from services.ledger import batch
+from services.ledger import posting as ledger
 
 bp = Blueprint("api_debits", __name__, url_prefix="/api/v1")
 

@@ -22,9 +22,9 @@ from sqlalchemy.exc import IntegrityError
 
 from dashboard.api.auth import current_api_key
 from dashboard.api.core import from_error, json_body, respond
-from services import idempotency as store
-from services.db import atomic
-from services.errors import ServiceError, ValidationFailed
+from services.core.db import atomic
+from services.core.errors import ServiceError, ValidationFailed
+from services.ledger import idempotency as store
 
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces

@@ -30,7 +30,7 @@ from limits import RateLimitItem, parse_many
 
 from dashboard.api import cron
 from dashboard.api.auth import current_api_key
-from services.errors import RateLimited
+from services.core.errors import RateLimited
 
 log = logging.getLogger("creditdesk.api.limits")
 

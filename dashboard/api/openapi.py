@@ -23,7 +23,7 @@ from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.plugins.flask_plugin import FlaskPlugin
 
 from dashboard.api import schemas as sc
-from services.errors import ServiceError
+from services.core.errors import ServiceError
 
 bp = Blueprint("api_openapi", __name__, url_prefix="/api")
 RATE_LIMIT = None

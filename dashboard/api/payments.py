@@ -11,7 +11,7 @@ from dashboard.api.auth import api_key_required
 from dashboard.api.core import MAX_SAFE_INT, describe, ok, parse, path_text
 from dashboard.api.idempotency import idempotent
 from dashboard.api.schemas import Body
-from services import purchases
+from services.payments import purchases
 
 bp = Blueprint("api_payments", __name__, url_prefix="/api/v1")
 

@@ -12,7 +12,9 @@ from dashboard.api.auth import api_key_required
 from dashboard.api.core import MAX_SAFE_INT, describe, ok, parse, path_text
 from dashboard.api.idempotency import idempotent
 from models import Refund
-from services import customers, refundlist, refunds
+from services.ledger import customers
+from services.refunds import listing as refundlist
+from services.refunds import requests as refunds
 
 bp = Blueprint("api_refunds", __name__, url_prefix="/api/v1/customers")
 

@@ -20,9 +20,9 @@ from pydantic import (
     create_model,
 )
 
-from services.ledger import MAX_CREDITS
-from services.pricing import MAX_QUANTITY
-from services.tasks import MAX_TIMEOUT
+from services.catalog.pricing import MAX_QUANTITY
+from services.ledger.rules import MAX_CREDITS
+from services.tasks.prepaid import MAX_TIMEOUT
 
 MAX_PATH_ARG = 128  # a text path argument (core.path_text; maxLength in the OpenAPI document)
 MAX_METADATA_BYTES = 16 * 1024

@@ -9,8 +9,9 @@ from dashboard.api.auth import api_key_required
 from dashboard.api.core import MAX_SAFE_INT, describe, ok, parse
 from dashboard.api.idempotency import idempotent, scoped
 from models import Task
-from services import customers, tasks
-from services.errors import TaskNotFound
+from services.core.errors import TaskNotFound
+from services.ledger import customers
+from services.tasks import prepaid as tasks
 
 bp = Blueprint("api_tasks", __name__, url_prefix="/api/v1/tasks")
 

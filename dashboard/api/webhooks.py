@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from dashboard.api import schemas as sc
 from dashboard.api.core import describe, ok
-from services import customer_sync, webhooks
+from services.payments import customer_sync, webhooks
 
 bp = Blueprint("api_webhooks", __name__, url_prefix="/api/webhooks")
 RATE_LIMIT = None

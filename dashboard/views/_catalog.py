@@ -19,8 +19,8 @@ from dashboard.auth import require
 from dashboard.filters import ZERO_DECIMAL
 from dashboard.respond import int_arg
 from dashboard.views._ops import client_ip
-from services import catalog
-from services.errors import ServiceError
+from services.catalog import edit as catalog
+from services.core.errors import ServiceError
 
 PAGE = 50
 STATUSES = ("active", "archived", "all")
@@ -60,11 +60,18 @@ class Area:
     from_obj: Callable[[object], dict]  # item -> form data
     title: str
     noun: str
+    blurb: str  # what a new one is, on its edit page
+    impact_hint: str  # what changes the impact preview
+    create_label: str  # the create button
+    key_attr: str = "code"  # the item's fixed key (crumbs, read-only field)
+    label_attr: str = "name"  # the item's display name
     extra: Callable[[], dict] | None = None  # more context for the list page
 
 
 def _template(area: Area, page: str) -> str:
-    return f"{area.name}/{page}.html"
+    """The list page is the area's own; the edit page is shared (catalog/edit.html), with the
+    area's fields from <area>/_fields.html."""
+    return "catalog/edit.html" if page == "edit" else f"{area.name}/{page}.html"
 
 
 def _apply_errors(form: FlaskForm, err: ServiceError, mapping: dict[str, str]) -> None:

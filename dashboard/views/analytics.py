@@ -10,7 +10,7 @@ from dashboard import charts, htmx
 from dashboard.auth import require
 from dashboard.filters import money
 from dashboard.views._ops import hx_target
-from services import analytics
+from services.reporting import analytics
 
 bp = Blueprint("analytics", __name__, url_prefix="/analytics")
 PRESETS = (7, 30, 90, 180, 365)

@@ -11,8 +11,8 @@ from wtforms.widgets import CheckboxInput, ListWidget
 from dashboard import htmx
 from dashboard.auth import client_ip, require
 from dashboard.respond import changed, int_arg, refused, str_arg, with_trigger
-from services import staff as staff_service
-from services.errors import ServiceError
+from services.core.errors import ServiceError
+from services.staff import accounts as staff_service
 
 bp = Blueprint("apikeys", __name__, url_prefix="/api-keys")
 PAGE = 50

@@ -6,7 +6,7 @@ from flask import Blueprint, abort
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.respond import date_arg, int_arg, str_arg
-from services import auditlog
+from services.core import auditlog
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
 PAGE = 50

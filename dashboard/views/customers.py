@@ -15,9 +15,11 @@ from dashboard.auth import require
 from dashboard.respond import int_arg
 from dashboard.views._ops import back_to, client_ip, form_status, hx_target
 from models.ledger import ENTRY_TYPES
-from services import adjustments, customers, ledger, statement
-from services import settings as app_settings
-from services.errors import ServiceError
+from services.core import settings as app_settings
+from services.core.errors import ServiceError
+from services.ledger import customers, statement
+from services.ledger import posting as ledger
+from services.staff import adjustments
 
 bp = Blueprint("customers", __name__, url_prefix="/customers")
 PAGE = 25

@@ -10,7 +10,7 @@ from flask_login import current_user
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.views._ops import client_ip
-from services import export, transactions
+from services.reporting import export, transactions
 
 bp = Blueprint("exports", __name__)
 LARGE = 100_000  # rows from which the preview explains how the download shows its progress

@@ -9,8 +9,9 @@ from dashboard.auth import require
 from dashboard.respond import int_arg
 from jobs import JOBS, scheduler
 from jobs import start as start_job
-from services import distribution, jobruns
-from services.errors import ServiceError
+from services.core.errors import ServiceError
+from services.jobs import distribution
+from services.jobs import runs as jobruns
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 PAGE = 25

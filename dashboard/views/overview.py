@@ -8,7 +8,7 @@ from flask import Blueprint, current_app
 from dashboard import htmx
 from dashboard.auth import require
 from models import utcnow
-from services import overview
+from services.reporting import overview
 
 bp = Blueprint("overview", __name__)
 

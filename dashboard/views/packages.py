@@ -34,5 +34,9 @@ def from_obj(pack) -> dict:
 
 bp = make_blueprint(Area(name="packages", kind="package", permission="plans.manage",
                          form=PackageForm, to_data=to_data, from_obj=from_obj,
-                         title="Credit packages", noun="Package"),
+                         title="Credit packages", noun="Package",
+                         blurb="A pack of credits bought once, at this price.",
+                         impact_hint="Change the credits or the price to see what the last 30 days of "
+                                     "purchases would have given and cost, before you save.",
+                         create_label="Create package"),
                     field_map={"price_minor": "price"})

@@ -39,5 +39,9 @@ def from_obj(plan) -> dict:
 
 
 bp = make_blueprint(Area(name="plans", kind="plan", permission="plans.manage", form=PlanForm,
-                         to_data=to_data, from_obj=from_obj, title="Plans", noun="Plan"),
+                         to_data=to_data, from_obj=from_obj, title="Plans", noun="Plan",
+                         blurb="Subscribers pay the price every interval and receive the monthly credits.",
+                         impact_hint="Change the price or the monthly credits to see how many customers "
+                                     "and how many credits per month it affects, before you save.",
+                         create_label="Create plan"),
                     field_map={"price_minor": "price"})

@@ -8,7 +8,7 @@ from wtforms import DecimalField, IntegerField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from dashboard.views._catalog import Area, ConfirmMixin, make_blueprint
-from services import settings as app_settings
+from services.core import settings as app_settings
 
 
 class CostField(DecimalField):
@@ -57,6 +57,11 @@ def from_obj(price) -> dict:
 
 bp = make_blueprint(Area(name="pricing", kind="price", permission="pricing.manage", form=PriceForm,
                          to_data=to_data, from_obj=from_obj, title="Feature pricing",
-                         noun="Feature price",
+                         noun="Feature price", key_attr="feature", label_attr="label",
+                         blurb="Credits charged for each unit of a feature when the backend sends a "
+                               "quantity.",
+                         impact_hint="Change the credits per unit to see how the last 30 days of usage "
+                                     "would have been charged, before you save.",
+                         create_label="Create price",
                          extra=lambda: {"price_per_credit": int(app_settings.get("price_per_credit_minor"))}),
                     field_map={"provider_cost_micros": "provider_cost"})

@@ -15,8 +15,12 @@ from dashboard.auth import require
 from dashboard.respond import int_arg, with_trigger
 from dashboard.views._ops import back_to, client_ip, hx_target
 from models.payment import REFUND_STATUSES
-from services import customers, eligibility, refund_reference, refundlist, refunds
-from services.errors import PaymentProviderError, ServiceError
+from services.core.errors import PaymentProviderError, ServiceError
+from services.ledger import customers
+from services.refunds import by_reference as refund_reference
+from services.refunds import eligibility
+from services.refunds import listing as refundlist
+from services.refunds import requests as refunds
 
 bp = Blueprint("refunds", __name__, url_prefix="/refunds")
 PAGE = 50

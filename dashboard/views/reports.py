@@ -7,7 +7,8 @@ from flask_login import current_user
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.views._ops import client_ip
-from services import export, payment_reconcile, rollforward
+from services.payments import reconcile as payment_reconcile
+from services.reporting import export, rollforward
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 PROBLEMS_SHOWN = 200

@@ -10,9 +10,9 @@ from wtforms.validators import DataRequired, Length
 from dashboard import htmx
 from dashboard.auth import client_ip, require
 from dashboard.respond import changed, int_arg, refused, str_arg
-from services import settings as settings_service
-from services import staff as staff_service
-from services.errors import ServiceError, ValidationFailed
+from services.core import settings as settings_service
+from services.core.errors import ServiceError, ValidationFailed
+from services.staff import accounts as staff_service
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 HISTORY_PAGE = 20

@@ -12,8 +12,8 @@ from dashboard import htmx
 from dashboard.auth import client_ip, fresh_session, require
 from dashboard.respond import changed, int_arg, refused, str_arg
 from models.staff import ROLES
-from services import staff as staff_service
-from services.errors import ServiceError, ValidationFailed
+from services.core.errors import ServiceError, ValidationFailed
+from services.staff import accounts as staff_service
 
 bp = Blueprint("staff", __name__, url_prefix="/staff")
 PAGE = 50

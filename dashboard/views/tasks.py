@@ -13,9 +13,10 @@ from dashboard.auth import require
 from dashboard.respond import int_arg
 from dashboard.views._ops import client_ip, hx_target
 from models.task import TASK_STATUSES
-from services import tasklist, tasks
-from services.errors import ServiceError
-from services.ledger import Actor
+from services.core.errors import ServiceError
+from services.ledger.rules import Actor
+from services.tasks import listing as tasklist
+from services.tasks import prepaid as tasks
 
 bp = Blueprint("tasks", __name__, url_prefix="/tasks")
 PAGE = 50

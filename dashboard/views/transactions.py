@@ -10,7 +10,7 @@ from dashboard.auth import require
 from dashboard.respond import int_arg
 from dashboard.views._ops import hx_target
 from models.ledger import ENTRY_TYPES
-from services import transactions
+from services.reporting import transactions
 
 bp = Blueprint("transactions", __name__, url_prefix="/transactions")
 PAGE = 50

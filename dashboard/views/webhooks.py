@@ -7,9 +7,9 @@ from flask_login import current_user
 from dashboard import htmx
 from dashboard.auth import client_ip, require
 from dashboard.respond import changed, int_arg, refused, str_arg
-from services import webhook_events
-from services import webhooks as webhook_service
-from services.errors import ServiceError
+from services.core.errors import ServiceError
+from services.payments import replay as replay_service
+from services.payments import webhook_events
 
 bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 PAGE = 50
@@ -47,7 +47,7 @@ def replay(event_id: int):
     webhook_events.get(event_id)  # a guessed id is a 404
     back = url_for("webhooks.detail", event_id=event_id)
     try:
-        outcome = webhook_service.replay(event_id, staff=current_user, ip=client_ip())
+        outcome = replay_service.replay(event_id, staff=current_user, ip=client_ip())
     except ServiceError as err:
         event = webhook_events.get(event_id)
         return refused(err, template="webhooks/detail.html", block="status_panel", back=back,

@@ -1,6 +1,6 @@
 """ledger_daily rollups for analytics, and how far they are complete
 
-Derived data only (rebuilt from allocations by services.ledger_rollup); additive.
+Derived data only (rebuilt from allocations by services.ledger.rollup); additive.
 
 Revision ID: 0004
 Revises: 0003

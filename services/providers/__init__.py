@@ -1,7 +1,6 @@
-"""Payment provider adapters: the only code that imports the Stripe and Razorpay SDKs.
+"""The only code that imports the Stripe and Razorpay SDKs: keyword-only functions that
+return plain values and raise typed errors.
 
-`services.providers.stripe` and `services.providers.razorpay` expose keyword-only functions
-that take plain values, read their keys from `current_app.config`, answer plain dicts, and
-raise only `PaymentProviderError` (provider or network failed; retry with the same key) or
-`InvalidSignature` (a webhook or Checkout signature does not verify). See docs/providers.md.
+Owns: nothing stored.
+May use: core.
 """

@@ -18,7 +18,7 @@ import requests
 from flask import current_app
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
-from services.errors import InvalidSignature, PaymentProviderError
+from services.core.errors import InvalidSignature, PaymentProviderError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import stripe
 from flask import current_app
 
-from services.errors import InvalidSignature, PaymentProviderError
+from services.core.errors import InvalidSignature, PaymentProviderError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Browser tests: the real app served on 127.0.0.1 and Debian's Chromium driven by Playwright.
 
 Fixtures
-- `live_server` (session): a fresh SQLite file seeded with `services.demo.load(customers=60,
+- `live_server` (session): a fresh SQLite file seeded with `services.demo.dataset.load(customers=60,
   months=2)` and the demo staff, served by werkzeug in a thread. Its `.url` is the base URL.
 - `browser` (session): headless Chromium from /usr/bin/chromium (never a downloaded browser).
 - `page`: a new browser context and page per test, with `base_url` set to the server, so
@@ -62,8 +62,8 @@ def live_server(tmp_path_factory):
     import models  # noqa: F401  (every table on the metadata)
     from dashboard import create_app
     from models import db
-    from services import demo
-    from services import settings as app_settings
+    from services.core import settings as app_settings
+    from services.demo import dataset as demo
 
     db_path = tmp_path_factory.mktemp("e2e") / "e2e.sqlite3"
     app = create_app({

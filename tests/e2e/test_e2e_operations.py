@@ -140,7 +140,7 @@ def _prepare_screenshot_data(live_server) -> None:
             from jobs import reconcile_ledger
             reconcile_ledger.run(period="e2e", trigger="manual")
         if not db.session.scalar(select(AdjustmentRequest.id).where(AdjustmentRequest.status == "pending")):
-            from services import adjustments
+            from services.staff import adjustments
             support = db.session.scalar(select(Staff).where(Staff.role == "support"))
             c = db.session.scalars(select(Customer).order_by(Customer.id)).first()
             adjustments.submit(customer_id=c.id, credits=2500, reason_code="service_issue",

@@ -11,12 +11,12 @@ import time
 
 import requests
 
-from services.runner import metering
+from services.tasks.runner import metering
 from tests.live import bearer
 from tests.server.conftest import eventually, sse, task_entries, task_row
 
 HELLO = [{"role": "user", "content": "hello there"}]
-# services.runner.metering at 1 credit per token: prompt ceil(11/3) + 4 + 3 = 11 tokens estimated,
+# services.tasks.runner.metering at 1 credit per token: prompt ceil(11/3) + 4 + 3 = 11 tokens estimated,
 # + max_tokens. The fake counts words: prompt "hello there" = 2 + 3 + 3 = 8 tokens.
 PROMPT_ESTIMATE = 11
 

@@ -14,7 +14,7 @@ import requests
 from sqlalchemy import func, select
 
 from models import Customer, LedgerEntry, Payment, db
-from services import ledger
+from services.ledger import posting as ledger
 from tests.conftest import LIVE_SECRETS
 from tests.fakes import signing
 from tests.live import LiveServer, bearer

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from services import tasks
+from services.tasks import prepaid as tasks
 from tests.conftest import LIVE_SECRETS, PG_URL
 
 ST = str(Path(sys.executable).parent / "st")

@@ -1,0 +1,28 @@
+"""What a scheduled job is: its name, default schedule, misfire grace, period key and functions."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    title: str
+    description: str
+    cron: str  # default schedule, crontab (5 fields) or with seconds first (6 fields)
+    misfire_minutes: int  # default grace after a missed fire time
+    period_format: str  # strftime of the period key a scheduled run claims
+    run: Callable = field(compare=False, repr=False)  # run(*, period, trigger) -> JobRun | None
+    execute: Callable = field(compare=False, repr=False)  # execute(run_id, resumed) -> JobRun
+
+    def period(self, at: datetime) -> str:
+        return at.strftime(self.period_format)
+
+    def manual_period(self, at: datetime) -> str:
+        """The period of a run started by hand. Distribution: the month (exactly once per month);
+        the others: a key of their own, since their effects are exactly once per grant/task anyway."""
+        if self.name == "distribute_credits":
+            return self.period(at)
+        return at.strftime("%Y-%m-%dT%H:%M:%S") + "m"

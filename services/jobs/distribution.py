@@ -1,0 +1,351 @@
+"""The monthly credit distribution (seed 000): expire first, then grant each eligible customer
+the monthly credits of their segment, exactly once per (period, customer).
+
+Segments (docs/jobs.md has the table):
+- free: no plan or a free plan -> the `free_monthly_credits` setting;
+- yearly: a yearly plan, subscription none/active -> the plan's monthly_credits;
+- lifetime: a lifetime plan -> the plan's monthly_credits;
+- monthly: nothing here (the paid invoice grants them);
+- held: past_due on a paid plan -> nothing until the payment recovers;
+- cancelled: still paid through current_period_end (yearly) -> plan credits, monthly -> nothing;
+  once the paid term is over (or a cancelled lifetime) -> the free tier.
+
+Exactly once: the run claims job_runs (distribute_credits, period); every grant carries the
+idempotency key `distribution:<period>:<customer_id>` (UNIQUE), and each chunk selects only
+customers without that key, so a rerun or a resumed crashed run grants only what is missing.
+Set-based: a chunk of up to 1,000 customers costs a few statements (lock accounts in id order,
+re-check, reserve ids, executemany grants/entries/allocations, update balances, count).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, case, func, literal, not_, or_, select
+
+from models import CreditGrant, Customer, JobRunError, LedgerEntry, Plan, db, utcnow
+from services.core import settings as app_settings
+from services.core.db import atomic
+from services.core.errors import ValidationFailed
+from services.jobs import runs as jobruns
+from services.ledger import bulk as bulkledger
+from services.ledger import expiry
+from services.ledger.rules import Actor
+
+log = logging.getLogger("creditdesk.jobs")
+
+JOB = "distribute_credits"
+CHUNK = 1000
+ACTOR = Actor("job", JOB)
+PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+GRANTING = ("free", "yearly", "lifetime")
+SEGMENTS = ("free", "yearly", "lifetime", "monthly", "held")
+
+
+@dataclass
+class DistributionResult:
+    """What the run did (or, for a dry run, would do). Counts match the job_runs row."""
+
+    period: str
+    users_count: int = 0
+    processed_count: int = 0
+    error_count: int = 0
+    run_id: int | None = None
+    status: str = "succeeded"
+    dry_run: bool = False
+    already_done: bool = False  # the period had been claimed before: nothing was done now
+    resumed: bool = False
+    credits: int = 0
+    expired: dict = field(default_factory=dict)
+    segments: dict = field(default_factory=dict)  # segment -> {"customers": n, "credits": c}
+    rows: list[dict] = field(default_factory=list)  # dry run: per-customer preview
+    rows_truncated: bool = False
+    seconds: dict = field(default_factory=dict)  # {"expiry": s, "grants": s}
+
+    def as_dict(self) -> dict:
+        return {"usersCount": self.users_count, "processedCount": self.processed_count,
+                "errorCount": self.error_count}
+
+
+def current_period(now: datetime | None = None) -> str:
+    return (now or utcnow()).strftime("%Y-%m")
+
+
+def check_period(period: str | None) -> str:
+    period = period or current_period()
+    if not PERIOD_RE.match(period):
+        raise ValidationFailed("period must look like YYYY-MM", details={"period": "invalid"})
+    return period
+
+
+def _key_prefix(period: str) -> str:
+    return f"distribution:{period}:"
+
+
+# --- classification, in SQL so that a chunk is one query --------------------------------------
+
+def _segment_columns(now: datetime, free_credits: int):
+    """(segment, credits, expiry_days) as SQL expressions over customers LEFT JOIN plans."""
+    paid_through = and_(Customer.current_period_end.is_not(None), Customer.current_period_end > now)
+    cancelled = Customer.subscription_status == "cancelled"
+    past_due = Customer.subscription_status == "past_due"
+    free_tier = or_(Plan.id.is_(None), Plan.interval == "free",
+                    and_(cancelled, Plan.interval == "lifetime"),
+                    and_(cancelled, Plan.interval.in_(("month", "year")), not_(paid_through)))
+    segment = case(
+        (free_tier, literal("free")),
+        (Plan.interval == "month", literal("monthly")),
+        (past_due, literal("held")),
+        (Plan.interval == "year", literal("yearly")),
+        (Plan.interval == "lifetime", literal("lifetime")),
+        else_=literal("held"))
+    credits = case((free_tier, literal(free_credits)),
+                   (Plan.interval.in_(("year", "lifetime")), Plan.monthly_credits), else_=literal(0))
+    days = case((free_tier & Plan.id.is_not(None) & (Plan.interval == "free"),
+                 Plan.credit_expiry_days), (free_tier, literal(None)),
+                else_=Plan.credit_expiry_days)
+    return segment.label("segment"), credits.label("credits"), days.label("expiry_days")
+
+
+def _candidates(now: datetime, after: int, limit: int, free_credits: int):
+    """The next `limit` live customers after a keyset cursor, classified. (Whether they had this
+    period's grant is checked per chunk with the unique key: an anti-join here would scan the
+    whole ledger for every chunk.)"""
+    seg, credits, days = _segment_columns(now, free_credits)
+    q = (select(Customer.id, Customer.external_id, Customer.email, Customer.plan_id, seg, credits,
+                days)
+         .select_from(Customer).outerjoin(Plan, Plan.id == Customer.plan_id)
+         .where(Customer.deleted_at.is_(None), Customer.id > after, Customer.created_at <= now)
+         .order_by(Customer.id).limit(limit))
+    return db.session.execute(q).all()
+
+
+def _granted(s, period: str, customer_ids: list[int]) -> set[int]:
+    """Which of these customers hold this period's distribution key already (index lookups)."""
+    prefix = _key_prefix(period)
+    keys = [prefix + str(c) for c in customer_ids]
+    done = set()
+    for k in range(0, len(keys), 1000):
+        done.update(s.scalars(select(LedgerEntry.idempotency_key)
+                              .where(LedgerEntry.idempotency_key.in_(keys[k:k + 1000]))))
+    return {int(key[len(prefix):]) for key in done}
+
+
+def _expires(now: datetime, days: int | None) -> datetime | None:
+    if days is None:
+        days = int(app_settings.get("default_expiry_days"))
+    return now + timedelta(days=days) if days else None
+
+
+# --- the run --------------------------------------------------------------------------------
+
+def run(*, period: str | None = None, trigger: str = "schedule",
+        dry_run: bool = False, preview_limit: int = 500) -> DistributionResult:
+    """Distribute this period's monthly credits, exactly once; dry_run writes nothing."""
+    period = check_period(period)
+    if dry_run:
+        return preview(period=period, limit=preview_limit)
+    claim = jobruns.claim(job=JOB, period=period, trigger=trigger)
+    if not claim.acquired:
+        r = claim.run
+        log.info("distribution.skipped", extra={"job_run_id": r.id, "period": period,
+                                                "status": r.status})
+        return DistributionResult(period=period, users_count=r.users_count,
+                                  processed_count=r.processed_count, error_count=r.error_count,
+                                  run_id=r.id, status=r.status, already_done=True,
+                                  credits=int((r.details or {}).get("credits", 0)))
+    return execute(run_id=claim.run_id, resumed=claim.resumed)
+
+
+def execute(*, run_id: int, resumed: bool = False) -> DistributionResult:
+    """Carry out a claimed run (fresh or resumed): expiry pass, then the grants, chunk by chunk."""
+    r = jobruns.get(run_id)
+    period, as_of = r.period, r.started_at  # a resumed run keeps the first attempt's clock
+    log.info("distribution.starting job_run_id=%s period=%s resumed=%s", run_id, period, resumed,
+             extra={"job_run_id": run_id, "period": period, "resumed": resumed})
+    result = DistributionResult(period=period, run_id=run_id, resumed=resumed)
+    try:
+        t0 = time.perf_counter()
+        result.expired = _expiry_pass(run_id, utcnow())
+        t1 = time.perf_counter()
+        _grant_all(run_id, period, as_of)
+        seconds = {"expiry": round(t1 - t0, 2), "grants": round(time.perf_counter() - t1, 2)}
+        _crash_point("before-finish")
+        totals = _totals(run_id, period)
+        done = jobruns.finish(run_id=run_id, status="succeeded", details={
+            "credits": totals["credits"], "segments": totals["segments"],
+            "expired": result.expired, "seconds": seconds,
+            "resumed": resumed or bool((r.details or {}).get("resumed"))},
+            users_count=totals["users"], processed_count=totals["processed"])
+    except Exception as err:
+        log.exception("distribution.failed", extra={"job_run_id": run_id, "period": period})
+        jobruns.fail(run_id=run_id, error=err)
+        raise
+    result.users_count, result.processed_count = done.users_count, done.processed_count
+    result.error_count, result.status = done.error_count, done.status
+    result.credits, result.segments = totals["credits"], totals["segments"]
+    result.seconds = seconds
+    log.info("distribution.finished job_run_id=%s usersCount=%s processedCount=%s errorCount=%s",
+             run_id, result.users_count, result.processed_count, result.error_count, extra={
+        "job_run_id": run_id, "period": period, "usersCount": result.users_count,
+        "processedCount": result.processed_count, "errorCount": result.error_count,
+        "credits": result.credits})
+    return result
+
+
+def _expiry_pass(run_id: int, now: datetime) -> dict:
+    def beat(_n, _c):
+        with atomic() as s:
+            jobruns.heartbeat(s, run_id)
+        _crash_point("expiry")
+
+    res = expiry.run_pass(now=now, actor=ACTOR, job_run_id=run_id, on_chunk=beat)
+    for cid, error in res.errors:
+        jobruns.record_error(run_id=run_id, customer_id=cid, error=f"expiry: {error}")
+    return {"grants": res.grants, "credits": res.credits}
+
+
+def _grant_all(run_id: int, period: str, as_of: datetime) -> None:
+    free_credits = int(app_settings.get("free_monthly_credits"))
+    after, chunks, writes = 0, 0, 0
+    while True:
+        rows = _candidates(as_of, after, CHUNK, free_credits)
+        db.session.rollback()  # end the read; the chunk writes in its own transaction
+        if not rows:
+            return
+        after = rows[-1].id
+        todo = [r for r in rows if r.segment in GRANTING and (r.credits or 0) > 0]
+        if todo:  # a resumed run skips what its first attempt did without locking it again
+            done = _granted(db.session, period, [r.id for r in todo])
+            todo = [r for r in todo if r.id not in done]
+        db.session.rollback()
+        if todo:
+            writes += 1
+            try:
+                _grant_chunk(run_id, period, as_of, todo, writes)
+            except Exception as err:
+                log.warning("distribution.chunk_failed", extra={
+                    "job_run_id": run_id, "error": str(err)[:300], "customers": len(todo)})
+                _grant_one_by_one(run_id, period, as_of, todo)
+        chunks += 1
+        _crash_point("chunk", chunks)
+
+
+def _grant_chunk(run_id: int, period: str, as_of: datetime, todo: list, chunk_no: int = 0) -> int:
+    prefix = _key_prefix(period)
+    with atomic() as s:
+        accounts = bulkledger.lock_accounts(s, [r.id for r in todo])
+        # Checked under the locks: an earlier attempt or a concurrent run may have granted some.
+        done = _granted(s, period, [r.id for r in todo])
+        batch = bulkledger.Batch(now=as_of, actor=ACTOR, job_run_id=run_id, accounts=accounts)
+        missing = []
+        for r in todo:
+            key = prefix + str(r.id)
+            if r.id in done:
+                continue
+            if r.id not in accounts:
+                missing.append(r.id)
+                continue
+            batch.grant(r.id, credits=int(r.credits), source="distribution", key=key,
+                        expires_at=_expires(as_of, r.expiry_days),
+                        reason=f"Monthly credits {period} ({r.segment})",
+                        plan_id=r.plan_id if r.segment != "free" else None, period=period)
+        batch.flush(s)
+        _crash_point("mid-chunk", chunk_no)
+        jobruns.add_counts(s, run_id, processed=len(batch.grants))
+    for cid in missing:
+        jobruns.record_error(run_id=run_id, customer_id=cid, error="customer has no credit account")
+    return len(batch.grants)
+
+
+def _grant_one_by_one(run_id: int, period: str, as_of: datetime, todo: list) -> None:
+    """After a chunk failed: each customer alone, so one failure is recorded and the rest proceed."""
+    for r in todo:
+        try:
+            _grant_chunk(run_id, period, as_of, [r])
+        except Exception as err:
+            db.session.rollback()
+            jobruns.record_error(run_id=run_id, customer_id=r.id,
+                                 error=f"{type(err).__name__}: {err}")
+
+
+def _totals(run_id: int, period: str) -> dict:
+    """Final figures from the ledger itself, so that a resumed run reports the whole period."""
+    rows = db.session.execute(
+        select(CreditGrant.plan_id, func.count(CreditGrant.id), func.sum(CreditGrant.amount))
+        .where(CreditGrant.source == "distribution", CreditGrant.period == period,
+               CreditGrant.job_run_id == run_id)
+        .group_by(CreditGrant.plan_id)).all()
+    intervals = dict(db.session.execute(select(Plan.id, Plan.interval)).all())
+    segments: dict[str, dict] = {}
+    for plan_id, n, credits in rows:
+        interval = intervals.get(plan_id, "free")
+        name = {"year": "yearly", "lifetime": "lifetime"}.get(interval, "free")
+        seg = segments.setdefault(name, {"customers": 0, "credits": 0})
+        seg["customers"] += int(n)
+        seg["credits"] += int(credits or 0)
+    processed = sum(v["customers"] for v in segments.values())
+    failed = db.session.scalar(select(func.count(func.distinct(JobRunError.customer_id)))
+                               .where(JobRunError.run_id == run_id)) or 0
+    db.session.rollback()
+    return {"segments": segments, "processed": processed, "users": processed + int(failed),
+            "credits": sum(v["credits"] for v in segments.values())}
+
+
+# --- dry run ----------------------------------------------------------------------------------
+
+def preview(*, period: str | None = None, limit: int = 500,
+            now: datetime | None = None) -> DistributionResult:
+    """What a run for `period` would grant now, per segment and per customer; writes nothing."""
+    period = check_period(period)
+    now = now or utcnow()
+    free_credits = int(app_settings.get("free_monthly_credits"))
+    existing = jobruns.find(job=JOB, period=period)
+    result = DistributionResult(period=period, dry_run=True, status="preview",
+                                run_id=existing.id if existing else None,
+                                already_done=bool(existing and existing.status == "succeeded"))
+    result.segments = {s: {"customers": 0, "credits": 0} for s in SEGMENTS}
+    result.expired = expiry.due_summary(now=now)
+    after = 0
+    while True:
+        rows = _candidates(now, after, 5000, free_credits)
+        if not rows:
+            break
+        after = rows[-1].id
+        done = _granted(db.session, period, [r.id for r in rows])
+        for r in rows:
+            if r.id in done:
+                continue
+            credits = int(r.credits or 0) if r.segment in GRANTING else 0
+            seg = result.segments[r.segment]
+            seg["customers"] += 1
+            seg["credits"] += credits
+            if r.segment in GRANTING and credits > 0:
+                result.users_count += 1
+                result.credits += credits
+                if len(result.rows) < limit:
+                    exp = _expires(now, r.expiry_days)
+                    result.rows.append({"customer_id": r.id, "external_id": r.external_id,
+                                        "email": r.email, "segment": r.segment,
+                                        "credits": credits, "expires_at": exp})
+                else:
+                    result.rows_truncated = True
+    db.session.rollback()
+    return result
+
+
+# --- fault injection for the crash-safety tests ----------------------------------------------
+
+def _crash_point(name: str, n: int | None = None) -> None:
+    """JOBS_CRASH_AT=chunk:3 | mid-chunk | expiry | before-finish: SIGKILL this process there."""
+    want = os.environ.get("JOBS_CRASH_AT")
+    if not want:
+        return
+    point, _, count = want.partition(":")
+    if point == name and (not count or n is None or int(count) == n):
+        os.kill(os.getpid(), signal.SIGKILL)

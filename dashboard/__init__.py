@@ -3,7 +3,21 @@ from __future__ import annotations
 
 from flask import Flask
 
-from dashboard import auth, cli, config, errors, extensions, filters, inputs, logs, security, views
+from dashboard import (
+    admin,
+    api,
+    auth,
+    cli,
+    config,
+    errors,
+    extensions,
+    filters,
+    inputs,
+    logs,
+    security,
+    views,
+)
+from jobs import scheduler
 from services.core.db import configure_engine
 
 
@@ -28,20 +42,7 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     errors.init_app(app)
     views.init_app(app)
     cli.init_app(app)
-    _optional(app)
+    api.init_app(app)
+    admin.init_app(app)
+    scheduler.init_app(app)
     return app
-
-
-def _optional(app: Flask) -> None:
-    """Areas built in their own modules; each registers itself when present."""
-    import importlib
-
-    for name in ("dashboard.api", "dashboard.admin", "jobs.scheduler"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue
-        if hasattr(module, "init_app"):  # an area still being built may exist without it
-            module.init_app(app)

@@ -1,4 +1,4 @@
-"""The JSON API: every module here that defines a Blueprint `bp` is registered.
+"""The JSON API: the route modules listed in init_app, each a Blueprint `bp`.
 
 init_app also makes every answer under /api/ a JSON envelope (errors included), exempts API
 blueprints from CSRF (they authenticate with bearer keys or signatures, never cookies) and sets
@@ -6,9 +6,7 @@ up rate limiting. A module may set `RATE_LIMIT = None` to opt out (webhooks, hea
 """
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 
 from flask import Flask, current_app, g, request
 from flask_limiter import RateLimitExceeded
@@ -126,16 +124,28 @@ def _install_error_handlers(app: Flask) -> None:
 
 
 def init_app(app: Flask) -> None:
+    # Imported here: the route modules import this package's helpers (core, auth, limits).
+    from dashboard.api import (
+        catalog,
+        chat,
+        cron,
+        customers,
+        debits,
+        health,
+        openapi,
+        payments,
+        refunds,
+        tasks,
+        webhooks,
+    )
+
     unlimited: set[str] = set()
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        bp = getattr(module, "bp", None)
-        if bp is None:
-            continue
-        csrf.exempt(bp)
-        app.register_blueprint(bp)
+    for module in (health, customers, debits, tasks, chat, catalog, payments, refunds, webhooks,
+                   cron, openapi):
+        csrf.exempt(module.bp)
+        app.register_blueprint(module.bp)
         if getattr(module, "RATE_LIMIT", True) is None:
-            unlimited.add(bp.name)
+            unlimited.add(module.bp.name)
     app.extensions["creditdesk_api_unlimited"] = unlimited
     limits.init_app(app)
     app.before_request(_options)

@@ -1,17 +1,34 @@
-"""Dashboard blueprints: every module here that defines `bp` is registered (one per area)."""
+"""Dashboard blueprints, one per area, registered in the order of this list."""
 from __future__ import annotations
-
-import importlib
-import pkgutil
 
 from flask import Flask
 
 from dashboard import nav
+from dashboard.views import (
+    analytics,
+    apikeys,
+    audit,
+    customers,
+    exports,
+    jobs,
+    overview,
+    packages,
+    plans,
+    pricing,
+    refunds,
+    reports,
+    settings,
+    staff,
+    tasks,
+    transactions,
+    webhooks,
+)
+
+AREAS = (overview, customers, transactions, exports, tasks, refunds, analytics, reports, plans,
+         packages, pricing, jobs, webhooks, settings, staff, apikeys, audit)
 
 
 def init_app(app: Flask) -> None:
     nav.init_app(app)
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "bp"):
-            app.register_blueprint(module.bp)
+    for area in AREAS:
+        app.register_blueprint(area.bp)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, request, url_for
 
 from dashboard import htmx
 from dashboard.auth import require
@@ -14,11 +14,6 @@ from services.reporting import transactions
 
 bp = Blueprint("transactions", __name__, url_prefix="/transactions")
 PAGE = 50
-EXPORT_PATH = "/transactions/export.csv"  # built by the finance area, same query string
-
-
-def _export_available() -> bool:
-    return any(rule.rule == EXPORT_PATH for rule in current_app.url_map.iter_rules())
 
 
 @bp.get("/")
@@ -30,8 +25,7 @@ def index():
     query = urlencode(filters.args())
     ctx = dict(p=page, f=filters, before=before, entry_types=ENTRY_TYPES,
                features=transactions.feature_names(), query=query,
-               export_url=f"{EXPORT_PATH}?{query}" if query else EXPORT_PATH,
-               export_available=_export_available())
+               export_url=url_for("exports.transactions_csv", **filters.args()))
     if htmx.is_htmx() and before:
         return htmx.render("transactions/index.html", "rows", **ctx)
     if hx_target() == "results":

@@ -21,6 +21,9 @@ MAX_NAME = 64
 QUERY_JUNK = re.compile(r"[\x00-\x1f]")
 FORM_JUNK = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 SKIP = ("/api/", "/static/")
+# A redirect target is only ever read through dashboard.respond.safe_next, which sends anything
+# but a clean same-site path to "/": a hostile `next` must not stop a sign-in with a 400.
+GUARDED = ("next",)
 # Flask-Admin's paging arguments reach OFFSET/LIMIT as given (a negative or 25-digit page was a
 # 500); they are small non-negative integers or nothing.
 ADMIN_PREFIX, ADMIN_NUMBERS = "/admin/db/", ("page", "page_size")
@@ -34,7 +37,7 @@ def problem(values, junk: re.Pattern) -> str | None:
         for value in items:
             if len(value) > MAX_VALUE:
                 return f"“{name}” is longer than {MAX_VALUE:,} characters."
-            if junk.search(value):
+            if junk.search(value) and name not in GUARDED:
                 return f"“{name}” contains control characters."
     return None
 

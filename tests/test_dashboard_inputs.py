@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 import models as m
+from dashboard import inputs
 from models import db
 from services.demo import dataset as demo
 
@@ -31,11 +32,16 @@ ROWS = {"customer_id": m.Customer, "refund_id": m.Refund, "task_id": m.Task,
 CATALOG = {"plans": m.Plan, "packages": m.CreditPackage, "pricing": m.FeaturePrice}
 
 
+SERVICE_IMPORT = re.compile(r"^from services\.([\w.]+) import (\w+)(?: as (\w+))?$", re.M)
+
+
 def _reads(text: str) -> set[str]:
     names = {n for rx in READS for n in rx.findall(text)}
+    modules = {alias or name: ROOT / "services" / package.replace(".", "/") / f"{name}.py"
+               for package, name, alias in SERVICE_IMPORT.findall(text)}
     for module in PARSED_BY.findall(text):
-        service = ROOT / "services" / f"{module}.py"
-        if service.exists():
+        service = modules.get(module)
+        if service is not None and service.exists():
             names |= {n for rx in READS for n in rx.findall(service.read_text())}
     return names - {"csrf_token"}
 
@@ -107,7 +113,10 @@ def test_every_page_refuses_nul_in_every_parameter(seeded, login):
         assert admin.get(url).status_code < 500, url
         for name in names:
             resp = admin.get(f"{url}?{name}=a%00b")
-            if resp.status_code != 400:
+            # A redirect target is neutralised instead (to "/", by respond.safe_next).
+            neutral = name in inputs.GUARDED and resp.status_code == 302 \
+                and resp.headers["Location"] == "/"
+            if resp.status_code != 400 and not neutral:
                 failures.append(f"{url}?{name}=a%00b -> {resp.status_code}")
     assert not failures, "\n".join(failures)
 

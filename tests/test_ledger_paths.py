@@ -9,6 +9,7 @@ Entries, allocations, buckets and the account must then be identical up to ids.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from datetime import timedelta
@@ -76,14 +77,19 @@ def _rows(customer_id: int) -> dict:
     }
 
 
-# LEDGER_PATHS_SEED=<n> replays one history.
-SEEDS = ([int(os.environ["LEDGER_PATHS_SEED"])] if os.environ.get("LEDGER_PATHS_SEED")
-         else [random.randrange(10**6) for _ in range(3)] + [7, 1234])
+def _seed(n: int) -> int:
+    """History n's seed: LEDGER_PATHS_SEED replays one; else new every run, and the same in every
+    xdist worker of a run (they must collect identical test ids)."""
+    if os.environ.get("LEDGER_PATHS_SEED"):
+        return int(os.environ["LEDGER_PATHS_SEED"])
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+    return int(hashlib.sha256(f"{run}:{n}".encode()).hexdigest(), 16) % 10**6
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_the_three_debit_paths_write_identical_rows(app, make, seed):
-    print(f"seed={seed}")
+@pytest.mark.parametrize("history", range(4))
+def test_the_three_debit_paths_write_identical_rows(app, make, history):
+    seed = _seed(history)
+    print(f"seed={seed} (LEDGER_PATHS_SEED={seed} replays it)")
     rng = random.Random(seed)
     ops = _history(rng, 40)
     customers = {name: make.customer(external_id=f"{name}-{seed}") for name in PATHS}

@@ -61,7 +61,7 @@ def heavy_customer(s, *, debits: int, days: int = 180) -> int:
     data.extra_allocs = (dict(id=first_alloc + i, entry_id=first_entry + i, grant_id=grant_id, credits=-1)
                          for i in range(debits))
     sim.grants[-1].remaining = 0
-    sim.balance[aid] = 0
+    sim.account(aid, cid)["balance"] = 0
     data.extra_versions = {aid: debits}
     ledger_data.write(s, data)
     return cid

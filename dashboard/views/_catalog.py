@@ -17,8 +17,7 @@ from wtforms import BooleanField
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.filters import ZERO_DECIMAL
-from dashboard.respond import int_arg
-from dashboard.views._ops import client_ip
+from dashboard.respond import client_ip, int_arg
 from services.catalog import edit as catalog
 from services.core.errors import ServiceError
 

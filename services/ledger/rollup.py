@@ -32,8 +32,8 @@ from models import (
 )
 from services.core import money
 from services.core.db import atomic
+from services.ledger.rules import PAID_SOURCES
 
-PAID_SOURCES = ("purchase", "subscription")
 KINDS = ("purchased", "granted", "spent", "returned", "adjusted", "expired", "refunded", "other")
 SETTLE = timedelta(minutes=10)
 RECHECK_DAYS = 2

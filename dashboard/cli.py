@@ -100,6 +100,8 @@ def create_db_role(name: str, password_env: str | None) -> None:
 
     password = None
     if password_env:
+        # The variable is named on the command line, so it is read here, when the command runs;
+        # the password never enters app.config.
         password = os.environ.get(password_env) or None
         if not password:
             raise click.ClickException(f"{password_env} is not set.")

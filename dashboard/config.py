@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTANCE = ROOT / "instance"
 
 
-def _flag(name: str, default: bool) -> bool:
+def _flag(name: str, default: bool | None) -> bool | None:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -63,6 +64,21 @@ def _ai_providers() -> list[dict]:
     return out
 
 
+def _web_workers() -> int:
+    """WEB_CONCURRENCY, gunicorn's worker count (gunicorn.conf.py starts 3 when it is unset)."""
+    default = "3" if os.path.basename(sys.argv[0]).startswith("gunicorn") else "1"
+    try:
+        return int(os.environ.get("WEB_CONCURRENCY") or default)
+    except ValueError:
+        return 1
+
+
+def _job_schedules() -> dict:
+    """JOBS_<NAME>_CRON and JOBS_<NAME>_MISFIRE_MINUTES over each job's defaults (jobs/schedules.py)."""
+    return {name: value for name, value in os.environ.items()
+            if name.startswith("JOBS_") and name.endswith(("_CRON", "_MISFIRE_MINUTES")) and value}
+
+
 def from_env() -> dict:
     """The whole configuration as a dict; `create_app(config=...)` overrides any of it."""
     INSTANCE.mkdir(exist_ok=True)
@@ -72,7 +88,15 @@ def from_env() -> dict:
             "DATABASE_URL", f"sqlite:///{INSTANCE / 'creditdesk.sqlite3'}"
         ),
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(),
-        "SCHEDULER_ENABLED": _flag("SCHEDULER_ENABLED", False),
+        # None when unset: then on under gunicorn only (jobs/scheduler.py enabled()).
+        "SCHEDULER_ENABLED": _flag("SCHEDULER_ENABLED", None),
+        # Heartbeat age after which a running job run counts as crashed (docs/jobs.md).
+        "JOBS_STALE_SECONDS": int(os.environ.get("JOBS_STALE_SECONDS", "120")),
+        **_job_schedules(),
+        # How often a follower tries for the scheduler lock (jobs/scheduler.py's default when unset).
+        "JOBS_LEADER_RETRY_SECONDS": float(os.environ["JOBS_LEADER_RETRY_SECONDS"])
+        if os.environ.get("JOBS_LEADER_RETRY_SECONDS") else None,
+        "WEB_CONCURRENCY": _web_workers(),
         "CRON_JOBS_USERNAME": os.environ.get("CRON_JOBS_USERNAME"),
         "CRON_JOBS_PASSWORD": os.environ.get("CRON_JOBS_PASSWORD"),
         "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY"),

@@ -7,8 +7,9 @@ from datetime import datetime
 from flask import Flask
 from markupsafe import Markup, escape
 
+from services.core import money as minor
+
 DATE_FMT = "%Y-%m-%d %H:%M"
-ZERO_DECIMAL = {"JPY", "KRW", "VND", "CLP", "ISK", "UGX"}
 SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "INR": "₹", "JPY": "¥"}
 
 
@@ -27,15 +28,13 @@ def signed(value) -> str:
     return f"+{v:,}" if v > 0 else credits(v)
 
 
-def money(minor, currency: str | None = "USD") -> str:
-    if minor is None:
+def money(value, currency: str | None = "USD") -> str:
+    """Minor units as staff read them: $19.99, ¥500, 12.345 KWD (decimals: services/core/money)."""
+    if value is None:
         return "—"
     cur = (currency or "USD").upper()
     sym = SYMBOLS.get(cur, "")
-    if cur in ZERO_DECIMAL:
-        text = f"{int(minor):,}"
-    else:
-        text = f"{int(minor) / 100:,.2f}"
+    text = f"{minor.from_minor(value, cur):,.{minor.minor_units(cur)}f}"
     neg = text.startswith("-")
     text = text.lstrip("-")
     out = f"{sym}{text}" if sym else f"{text} {cur}"

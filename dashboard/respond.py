@@ -1,5 +1,6 @@
-"""Small helpers for thin routes: query arguments (already free of control characters, see
-dashboard/inputs.py), and answering a change to htmx or a form post.
+"""The web helpers for thin routes, one module: query arguments (already free of control
+characters, see dashboard/inputs.py), the request's client and htmx target, the one redirect
+guard, and answering a change to htmx or a form post.
 
 htmx gets the updated fragment (and an HX-Trigger event other parts of the page listen to);
 a plain form post (no JavaScript) gets a flash message and a 303 redirect back to the page.
@@ -11,7 +12,7 @@ import unicodedata
 from datetime import date
 from urllib.parse import unquote, urlsplit
 
-from flask import flash, redirect, request
+from flask import flash, redirect, request, url_for
 
 from dashboard import htmx
 from services.core import params
@@ -29,6 +30,26 @@ def str_arg(name: str, limit: int = 200) -> str:
 def date_arg(name: str) -> date | None:
     """YYYY-MM-DD (what <input type="date"> sends), else None."""
     return params.to_date(request.args.get(name, ""))
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+def hx_target() -> str:
+    return request.headers.get("HX-Target", "") if htmx.is_htmx() else ""
+
+
+def form_status(code: int) -> int:
+    """The status of a form re-rendered with its errors. base.html tells htmx to swap 400, 402,
+    409, 422 and 429 answers, so the real status goes to htmx and plain posts alike; anything
+    else (403, 404) is shown by app.js as an error message."""
+    return code
+
+
+def back_to(default_endpoint: str, **values) -> str:
+    """A same-site relative `next` from the form, else the default page (never an open redirect)."""
+    return safe_next(request.form.get("next", ""), url_for(default_endpoint, **values))
 
 
 def safe_next(target: str | None, default: str = "/") -> str:

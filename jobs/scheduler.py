@@ -189,6 +189,8 @@ def _is_cli_command(app: Flask) -> bool:
         return True
     reload = ctx.params.get("reload")
     reloading = reload if reload is not None else app.debug
+    # Werkzeug's reloader sets this in the child it spawns: a fact about this process, read now,
+    # not a setting.
     return bool(reloading) and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
 
 
@@ -203,10 +205,10 @@ def init_app(app: Flask) -> None:
 
 def enabled(app: Flask) -> bool:
     """SCHEDULER_ENABLED; unset, it is on under gunicorn (DESIGN: on for make run and gunicorn)."""
-    if app.config.get("SCHEDULER_ENABLED"):
+    setting = app.config.get("SCHEDULER_ENABLED")
+    if setting:
         return True
-    unset = os.environ.get("SCHEDULER_ENABLED", "") == ""
-    return unset and not app.testing and "gunicorn.arbiter" in sys.modules
+    return setting is None and not app.testing and "gunicorn.arbiter" in sys.modules
 
 
 def status(app: Flask) -> dict:

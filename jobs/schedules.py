@@ -3,7 +3,6 @@ JOBS (docs/jobs.md), cron parsing, fire times, and which fire time was missed wh
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,10 +16,9 @@ from services.jobs import runs as jobruns
 
 
 def setting(app: Flask, name: str, default=None):
-    if app.config.get(name) not in (None, ""):
-        return app.config[name]
-    raw = os.environ.get(name)
-    return default if raw in (None, "") else raw
+    """A job's schedule setting (dashboard/config.py reads them from the environment)."""
+    value = app.config.get(name)
+    return default if value in (None, "") else value
 
 
 def parse_cron(expr: str) -> CronTrigger | None:

@@ -8,7 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import BigId, Credits, Json, db, utcnow
 
+# Where a bucket's credits came from; the one list (services/ledger/rules.py takes it from here).
 GRANT_SOURCES = ("purchase", "subscription", "distribution", "promo", "adjustment", "refund", "deficit")
+PAID_SOURCES = ("purchase", "subscription")  # paid for: money value, refundable, never expire
 ENTRY_TYPES = ("grant", "debit", "refund", "adjustment", "expiry", "clawback", "reversal")
 ACTOR_TYPES = ("staff", "api_key", "job", "webhook", "system")
 
@@ -45,7 +47,7 @@ class CreditGrant(db.Model):
 
     @property
     def is_paid(self) -> bool:
-        return self.source in ("purchase", "subscription")
+        return self.source in PAID_SOURCES
 
 
 class LedgerEntry(db.Model):

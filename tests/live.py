@@ -40,7 +40,7 @@ BASE_ENV = {
     "WEBHOOK_ALLOW_PRIVATE_URLS": "1",
 }
 # Variables of the developer's shell that would change what the server does under test.
-_SCRUB = ("DATABASE_URL", "REDIS_URL", "JOBS_CRASH_AT", "WEB_CONCURRENCY", "GUNICORN_BIND",
+_SCRUB = ("DATABASE_URL", "REDIS_URL", "WEB_CONCURRENCY", "GUNICORN_BIND",
           "PYTEST_CURRENT_TEST")
 
 

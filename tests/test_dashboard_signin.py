@@ -183,7 +183,7 @@ def test_sign_in_follows_a_same_site_next(app, make):
 
 
 def test_one_guard_serves_sign_in_and_form_next(app):
-    from dashboard.views._ops import back_to
+    from dashboard.respond import back_to
 
     for target in ("/\t/evil.test", "//evil.test", "/\\evil.test", "/x\n", "https://evil.test/"):
         assert safe_next(target) == "/"

@@ -1,9 +1,9 @@
 """Crash safety: SIGKILL a distribution over 2,000 customers at several points, rerun, and the
 ledger equals the one an uninterrupted run leaves: no customer granted twice or missed.
 
-The run is a forked child process that kills itself with SIGKILL at a named point
-(JOBS_CRASH_AT, services/distribution.py): inside the expiry pass, after a chunk committed,
-inside a chunk's transaction, and just before the run is marked finished.
+The run is a forked child process that kills itself with SIGKILL at a named checkpoint (the
+child sets services/jobs/distribution.py's on_checkpoint hook): inside the expiry pass, after a
+chunk committed, inside a chunk's transaction, and just before the run is marked finished.
 """
 from __future__ import annotations
 
@@ -35,14 +35,22 @@ def _app(url: str):
     return _apps[url]
 
 
+def _kill_at(crash_at: str):
+    """chunk:3 | mid-chunk:1 | expiry | before-finish: SIGKILL this process at that checkpoint."""
+    point, _, count = crash_at.partition(":")
+
+    def checkpoint(name: str, n: int | None) -> None:
+        if name == point and (not count or n is None or int(count) == n):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return checkpoint
+
+
 def _child(app, crash_at: str | None, stale: str | None) -> None:
-    if crash_at:
-        os.environ["JOBS_CRASH_AT"] = crash_at
-    else:
-        os.environ.pop("JOBS_CRASH_AT", None)
-    if stale is not None:
-        os.environ["JOBS_STALE_SECONDS"] = stale
     from services.jobs import distribution
+
+    distribution.on_checkpoint = _kill_at(crash_at) if crash_at else None
+    if stale is not None:
+        app.config["JOBS_STALE_SECONDS"] = int(stale)
 
     with app.app_context():
         db.engine.dispose(close=False)  # never share the parent's connections after fork

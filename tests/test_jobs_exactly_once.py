@@ -101,7 +101,6 @@ def test_two_gunicorn_instances_with_the_scheduler_on_run_the_distribution_once(
            "JOBS_LEADER_RETRY_SECONDS": "1",
            **{f"JOBS_{name.upper()}_CRON": "off" for name in JOBS},
            "JOBS_DISTRIBUTE_CREDITS_CRON": f"{fire.second} {fire.minute} {fire.hour} * * *"}
-    env.pop("JOBS_CRASH_AT", None)
     gunicorn = str(Path(sys.executable).parent / "gunicorn")
     logs, procs = [], []
     try:

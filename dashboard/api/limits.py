@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import sys
 import time
 from collections import defaultdict
 
@@ -209,15 +207,6 @@ def breach_message() -> str:
     return f"Too many requests from {who}; retry after the delay in Retry-After."
 
 
-def _workers() -> int:
-    # gunicorn.conf.py starts 3 workers when WEB_CONCURRENCY is unset.
-    default = "3" if os.path.basename(sys.argv[0]).startswith("gunicorn") else "1"
-    try:
-        return int(os.environ.get("WEB_CONCURRENCY") or default)
-    except ValueError:
-        return 1
-
-
 def init_app(app: Flask) -> Limiter:
     cfg = app.config
     if cfg.get("REDIS_URL") and not cfg.get("RATELIMIT_STORAGE_URI"):
@@ -245,11 +234,11 @@ def init_app(app: Flask) -> Limiter:
     app.before_request(_customer_endpoints)
     app.after_request(_retry_after_header)
     if (limiter.enabled and cfg["RATELIMIT_STORAGE_URI"].startswith("memory")
-            and _workers() > 1):
+            and cfg.get("WEB_CONCURRENCY", 1) > 1):
         log.warning("api.limits.memory_storage: rate-limit counters are kept in this process's "
                     "memory while WEB_CONCURRENCY=%s; every worker counts alone, so each limit is "
-                    "multiplied by the number of workers and replicas. Set REDIS_URL.", _workers(),
-                    extra={"workers": _workers()})
+                    "multiplied by the number of workers and replicas. Set REDIS_URL.",
+                    cfg["WEB_CONCURRENCY"], extra={"workers": cfg["WEB_CONCURRENCY"]})
     return limiter
 
 

@@ -21,13 +21,14 @@ from pydantic import (
 )
 
 from services.catalog.pricing import MAX_QUANTITY
-from services.ledger.rules import MAX_CREDITS
+from services.ledger.rules import MAX_CREDITS, PAID_SOURCES, POSTABLE_SOURCES
 from services.tasks.prepaid import MAX_TIMEOUT
 
 MAX_PATH_ARG = 128  # a text path argument (core.path_text; maxLength in the OpenAPI document)
 MAX_METADATA_BYTES = 16 * 1024
 MAX_TASK_DATA_BYTES = 64 * 1024
-API_GRANT_SOURCES = ("promo", "adjustment", "distribution", "refund")
+# Paid buckets come only with a payment (purchases, subscriptions), never from a grant call.
+API_GRANT_SOURCES = tuple(s for s in POSTABLE_SOURCES if s not in PAID_SOURCES)
 
 
 def _bounded_json(limit: int):
@@ -103,7 +104,7 @@ class BatchIn(Body):
 
 class GrantIn(Body):
     credits: Credits
-    source: Literal["promo", "adjustment", "distribution", "refund"]
+    source: Literal[API_GRANT_SOURCES]
     expires_at: Timestamp | None = None
     reason: Annotated[Text, Field(min_length=1, max_length=500)]
 

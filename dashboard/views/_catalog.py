@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, flash, make_response, redirect, request, url_for
 from flask_login import current_user
@@ -16,10 +16,9 @@ from wtforms import BooleanField
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.filters import ZERO_DECIMAL
-from dashboard.respond import int_arg
-from dashboard.views._ops import client_ip
+from dashboard.respond import client_ip, int_arg
 from services.catalog import edit as catalog
+from services.core import money as minor
 from services.core.errors import ServiceError
 
 PAGE = 50
@@ -34,16 +33,11 @@ def to_minor(value, currency: str) -> int | None:
         d = Decimal(str(value).replace(",", "").strip())
     except InvalidOperation:
         return None
-    scale = 1 if (currency or "USD").upper() in ZERO_DECIMAL else 100
-    return int((d * scale).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return minor.to_minor(d, currency) if d.is_finite() else None
 
 
-def from_minor(minor: int | None, currency: str) -> Decimal | None:
-    if minor is None:
-        return None
-    if (currency or "USD").upper() in ZERO_DECIMAL:
-        return Decimal(minor)
-    return (Decimal(minor) / 100).quantize(Decimal("0.01"))
+def from_minor(value: int | None, currency: str) -> Decimal | None:
+    return None if value is None else minor.from_minor(value, currency)
 
 
 class ConfirmMixin:

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, request, url_for
 from dashboard import charts, htmx
 from dashboard.auth import require
 from dashboard.filters import money
-from dashboard.views._ops import hx_target
+from dashboard.respond import hx_target
 from services.reporting import analytics
 
 bp = Blueprint("analytics", __name__, url_prefix="/analytics")

@@ -12,8 +12,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import int_arg
-from dashboard.views._ops import back_to, client_ip, form_status, hx_target
+from dashboard.respond import back_to, client_ip, form_status, hx_target, int_arg
 from models.ledger import ENTRY_TYPES
 from services.core import settings as app_settings
 from services.core.errors import ServiceError

@@ -9,7 +9,7 @@ from flask_login import current_user
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.views._ops import client_ip
+from dashboard.respond import client_ip
 from services.reporting import export, transactions
 
 bp = Blueprint("exports", __name__)

@@ -12,7 +12,8 @@ class PackageForm(ConfirmMixin, FlaskForm):
     code = StringField("Code", [Optional(), Length(max=64)])
     name = StringField("Name", [DataRequired(), Length(max=120)])
     credits = IntegerField("Credits", [InputRequired(), NumberRange(min=1)])
-    price = DecimalField("Price", [InputRequired(), NumberRange(min=0)], places=2)
+    # as many decimals as the currency has (from_minor); places=2 turned 12.345 KWD into 12.35
+    price = DecimalField("Price", [InputRequired(), NumberRange(min=0)], places=None)
     currency = StringField("Currency", [Length(min=3, max=3)], default="USD")
     expiry_days = IntegerField("Credits expire after (days)", [Optional(), NumberRange(min=1)])
     sort_order = IntegerField("Sort order", [Optional(), NumberRange(min=0)], default=0)

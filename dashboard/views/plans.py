@@ -14,7 +14,8 @@ class PlanForm(ConfirmMixin, FlaskForm):
     code = StringField("Code", [Optional(), Length(max=64)])
     name = StringField("Name", [DataRequired(), Length(max=120)])
     interval = SelectField("Billing interval", choices=INTERVALS, default="month")
-    price = DecimalField("Price", [Optional(), NumberRange(min=0)], places=2)
+    # as many decimals as the currency has (from_minor); places=2 turned 12.345 KWD into 12.35
+    price = DecimalField("Price", [Optional(), NumberRange(min=0)], places=None)
     currency = StringField("Currency", [Length(min=3, max=3)], default="USD")
     monthly_credits = IntegerField("Credits per month", [InputRequired(), NumberRange(min=0)])
     credit_expiry_days = IntegerField("Credits expire after (days)", [Optional(), NumberRange(min=1)])

@@ -8,6 +8,7 @@ from wtforms import DecimalField, IntegerField, StringField
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from dashboard.views._catalog import Area, ConfirmMixin, make_blueprint
+from services.core import money
 from services.core import settings as app_settings
 
 
@@ -63,5 +64,6 @@ bp = make_blueprint(Area(name="pricing", kind="price", permission="pricing.manag
                          impact_hint="Change the credits per unit to see how the last 30 days of usage "
                                      "would have been charged, before you save.",
                          create_label="Create price",
-                         extra=lambda: {"price_per_credit": int(app_settings.get("price_per_credit_minor"))}),
+                         extra=lambda: {"price_per_credit": int(app_settings.get("price_per_credit_minor")),
+                                        "micros_per_minor": money.micros_per_minor("USD")}),
                     field_map={"provider_cost_micros": "provider_cost"})

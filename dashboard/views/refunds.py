@@ -12,8 +12,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import int_arg, with_trigger
-from dashboard.views._ops import back_to, client_ip, hx_target
+from dashboard.respond import back_to, client_ip, hx_target, int_arg, with_trigger
 from models.payment import REFUND_STATUSES
 from services.core.errors import PaymentProviderError, ServiceError
 from services.ledger import customers

@@ -6,7 +6,7 @@ from flask_login import current_user
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.views._ops import client_ip
+from dashboard.respond import client_ip
 from services.payments import reconcile as payment_reconcile
 from services.reporting import export, rollforward
 

@@ -10,8 +10,7 @@ from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import int_arg
-from dashboard.views._ops import client_ip, hx_target
+from dashboard.respond import client_ip, hx_target, int_arg
 from models.task import TASK_STATUSES
 from services.core.errors import ServiceError
 from services.ledger.rules import Actor

@@ -7,8 +7,7 @@ from flask import Blueprint, request, url_for
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import int_arg
-from dashboard.views._ops import hx_target
+from dashboard.respond import hx_target, int_arg
 from models.ledger import ENTRY_TYPES
 from services.reporting import transactions
 

@@ -37,7 +37,7 @@ from models import (
     db,
     utcnow,
 )
-from services.ledger.rules import Actor, entry_row, plan_draw
+from services.ledger.rules import PAID_SOURCES, Actor, entry_row, plan_draw
 from services.staff import accounts as staff_service
 
 DEMO_STAFF = [
@@ -129,7 +129,7 @@ class Sim:
     def expire_due(self, acct, cust, at) -> None:
         for g in list(self.live.get(acct, [])):
             if g.expires_at and g.expires_at <= at and g.remaining > 0 \
-                    and g.source not in ("purchase", "subscription"):
+                    and g.source not in PAID_SOURCES:
                 e = self._entry(acct, cust, g.expires_at, "expiry", -g.remaining, grant_id=g.id,
                                 reason="credits expired", idempotency_key=f"expiry:{g.id}",
                                 actor_type="job")

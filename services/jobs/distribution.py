@@ -19,10 +19,9 @@ re-check, reserve ids, executemany grants/entries/allocations, update balances, 
 from __future__ import annotations
 
 import logging
-import os
 import re
-import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -175,7 +174,7 @@ def execute(*, run_id: int, resumed: bool = False) -> DistributionResult:
         t1 = time.perf_counter()
         _grant_all(run_id, period, as_of)
         seconds = {"expiry": round(t1 - t0, 2), "grants": round(time.perf_counter() - t1, 2)}
-        _crash_point("before-finish")
+        _checkpoint("before-finish")
         totals = _totals(run_id, period)
         done = jobruns.finish(run_id=run_id, status="succeeded", details={
             "credits": totals["credits"], "segments": totals["segments"],
@@ -202,7 +201,7 @@ def _expiry_pass(run_id: int, now: datetime) -> dict:
     def beat(_n, _c):
         with atomic() as s:
             jobruns.heartbeat(s, run_id)
-        _crash_point("expiry")
+        _checkpoint("expiry")
 
     res = expiry.run_pass(now=now, actor=ACTOR, job_run_id=run_id, on_chunk=beat)
     for cid, error in res.errors:
@@ -233,7 +232,7 @@ def _grant_all(run_id: int, period: str, as_of: datetime) -> None:
                     "job_run_id": run_id, "error": str(err)[:300], "customers": len(todo)})
                 _grant_one_by_one(run_id, period, as_of, todo)
         chunks += 1
-        _crash_point("chunk", chunks)
+        _checkpoint("chunk", chunks)
 
 
 def _grant_chunk(run_id: int, period: str, as_of: datetime, todo: list, chunk_no: int = 0) -> int:
@@ -256,7 +255,7 @@ def _grant_chunk(run_id: int, period: str, as_of: datetime, todo: list, chunk_no
                         reason=f"Monthly credits {period} ({r.segment})",
                         plan_id=r.plan_id if r.segment != "free" else None, period=period)
         batch.flush(s)
-        _crash_point("mid-chunk", chunk_no)
+        _checkpoint("mid-chunk", chunk_no)
         jobruns.add_counts(s, run_id, processed=len(batch.grants))
     for cid in missing:
         jobruns.record_error(run_id=run_id, customer_id=cid, error="customer has no credit account")
@@ -339,13 +338,15 @@ def preview(*, period: str | None = None, limit: int = 500,
     return result
 
 
-# --- fault injection for the crash-safety tests ----------------------------------------------
+# --- checkpoints -----------------------------------------------------------------------------
 
-def _crash_point(name: str, n: int | None = None) -> None:
-    """JOBS_CRASH_AT=chunk:3 | mid-chunk | expiry | before-finish: SIGKILL this process there."""
-    want = os.environ.get("JOBS_CRASH_AT")
-    if not want:
-        return
-    point, _, count = want.partition(":")
-    if point == name and (not count or n is None or int(count) == n):
-        os.kill(os.getpid(), signal.SIGKILL)
+# Called at each checkpoint as on_checkpoint(name, n): "expiry" (an expiry chunk committed),
+# "chunk" n (grant chunk n done), "mid-chunk" n (inside write n's transaction, before commit),
+# "before-finish". None in production; the crash-safety test (tests/test_jobs_crash.py) sets it
+# in its child process to SIGKILL the run at one of these points.
+on_checkpoint: Callable[[str, int | None], None] | None = None
+
+
+def _checkpoint(name: str, n: int | None = None) -> None:
+    if on_checkpoint is not None:
+        on_checkpoint(name, n)

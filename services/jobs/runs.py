@@ -15,6 +15,7 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -24,16 +25,12 @@ from services.core.db import atomic
 
 log = logging.getLogger("creditdesk.jobs")
 
-DEFAULT_STALE_SECONDS = 120
 MAX_ERROR = 2000
 
 
 def stale_seconds() -> int:
     """Heartbeat age after which a running run counts as crashed (JOBS_STALE_SECONDS)."""
-    try:
-        return int(os.environ.get("JOBS_STALE_SECONDS", DEFAULT_STALE_SECONDS))
-    except ValueError:
-        return DEFAULT_STALE_SECONDS
+    return int(current_app.config["JOBS_STALE_SECONDS"])
 
 
 def host_id() -> str:

@@ -34,6 +34,7 @@ from services.core.errors import (
 )
 from services.ledger.hotpath import fast_debit
 from services.ledger.rules import (
+    POSTABLE_SOURCES,
     SYSTEM,
     Actor,
     check_replay,
@@ -300,7 +301,7 @@ def grant(*, customer_id: int, credits: int, source: str, actor: Actor = SYSTEM,
           reference: str | None = None, meta: dict | None = None) -> LedgerEntry:
     """Add a bucket of credits to a customer."""
     positive(credits)
-    if source not in ("purchase", "subscription", "distribution", "promo", "adjustment", "refund"):
+    if source not in POSTABLE_SOURCES:
         raise ValidationFailed(f"Unknown grant source {source!r}.", details={"source": "unknown"})
     h = fingerprint("grant", customer=customer_id, credits=credits, source=source,
                     expires_at=expires_at, payment=payment_id, period=period)

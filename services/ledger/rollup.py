@@ -30,10 +30,10 @@ from models import (
     db,
     utcnow,
 )
+from services.core import money
 from services.core.db import atomic
+from services.ledger.rules import PAID_SOURCES
 
-PAID_SOURCES = ("purchase", "subscription")
-ZERO_DECIMAL = ("JPY", "KRW", "VND", "CLP", "ISK", "UGX")
 KINDS = ("purchased", "granted", "spent", "returned", "adjusted", "expired", "refunded", "other")
 SETTLE = timedelta(minutes=10)
 RECHECK_DAYS = 2
@@ -60,8 +60,12 @@ def kind_expr():
 
 
 def scale_expr():
-    """Micros per minor unit of the bucket's currency."""
-    return case((G.currency.in_(ZERO_DECIMAL), literal(1_000_000)), else_=literal(10_000))
+    """Micros per minor unit of the bucket's currency (money.micros_per_minor, in SQL)."""
+    by_scale: dict[int, list[str]] = {}
+    for code, scale in money.micros_per_minor_by_code().items():
+        by_scale.setdefault(scale, []).append(code)
+    return case(*((G.currency.in_(codes), literal(scale)) for scale, codes in by_scale.items()),
+                else_=literal(money.micros_per_minor(money.DEFAULT_CURRENCY)))
 
 
 def value_expr():

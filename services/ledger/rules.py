@@ -15,10 +15,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_
 
 from models import CreditGrant, LedgerEntry
+from models.ledger import GRANT_SOURCES, PAID_SOURCES
 from services.core import settings as app_settings
 from services.core.errors import IdempotencyConflict, ValidationFailed
 
-PAID_SOURCES = ("purchase", "subscription")
+# What ledger.grant accepts: a 'deficit' bucket comes only from an overdraw adjustment.
+POSTABLE_SOURCES = tuple(s for s in GRANT_SOURCES if s != "deficit")
 MAX_CREDITS = 10**12  # far above any real movement, far below 2^63
 
 

@@ -25,9 +25,9 @@ from sqlalchemy import select
 
 from models import CreditGrant, LedgerEntry, Payment, Refund, db
 from services.core import csvsafe
+from services.ledger.rules import PAID_SOURCES
 
 PAID = ("paid", "partially_refunded", "refunded")
-PAID_SOURCES = ("purchase", "subscription")
 OK_STATUSES = ("matched", "no_credits_expected", "not_paid", "nothing_to_claw_back")
 
 

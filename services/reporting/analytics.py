@@ -17,18 +17,15 @@ from sqlalchemy import func, select, text
 from models import Customer, FeaturePrice, LedgerEntry, Payment, Refund, db, utcnow
 from services.core import params
 from services.core import settings as app_settings
+from services.core.money import micros_per_minor
 from services.ledger import rollup as ledger_rollup
-from services.ledger.rollup import ZERO_DECIMAL, Movement, R, day_expr
+from services.ledger.rollup import Movement, R, day_expr
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 731
 PAID_STATUSES = ("paid", "partially_refunded", "refunded")
 PENDING_REFUNDS = ("requested", "approved", "processing")
 TOP = 10
-
-
-def micros_per_minor(currency: str | None) -> int:
-    return 1_000_000 if (currency or "").upper() in ZERO_DECIMAL else 10_000
 
 
 def _date(raw) -> date | None:

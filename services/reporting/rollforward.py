@@ -24,7 +24,8 @@ from sqlalchemy import and_, case, func, or_, select, text, true
 
 from models import Account, CreditGrant, db, utcnow
 from services.core import csvsafe
-from services.ledger.rollup import PAID_SOURCES, A, E, G, R, kind_expr
+from services.ledger.rollup import A, E, G, R, kind_expr
+from services.ledger.rules import PAID_SOURCES
 
 LINES = [  # key, label, sign shown in the formula
     ("opening", "Opening balance", ""),

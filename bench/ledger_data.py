@@ -98,7 +98,7 @@ class Data:
         for aid, n in self.extra_versions.items():
             versions[aid] = versions.get(aid, 0) + n
         for a in self.accounts:
-            a["balance"] = self.sim.balance.get(a["id"], 0)
+            a["balance"] = self.sim.accounts.get(a["id"], {}).get("balance", 0)
             a["version"] = versions.get(a["id"], 0)
 
     def rows(self):
@@ -198,7 +198,7 @@ def one_customer_many_debits(s, *, debits: int, start: datetime | None = None,
     data.extra_allocs = (dict(id=first_alloc + i, entry_id=first_entry + i, grant_id=grant_id,
                               credits=-1) for i in range(debits))
     sim.grants[-1].remaining = 0
-    sim.balance[aid] = 0
+    sim.accounts[aid]["balance"] = 0
     data.extra_versions = {aid: debits}
     write(s, data)
     return cid
@@ -241,7 +241,7 @@ def realistic(s, *, entries: int, days: int = 180, seed: int = 11,
                 month += timedelta(days=30)
                 made += 1
                 continue
-            if sim.balance.get(aid, 0) < 60 or rng.random() < 0.01:
+            if sim.accounts.get(aid, {}).get("balance", 0) < 60 or rng.random() < 0.01:
                 pkg = rng.choices(PACKAGES, weights=[40, 35, 18, 7])[0]
                 inr = rng.random() < 0.3
                 pay = data.purchase(cid, aid, t, credits=pkg[2],

@@ -49,18 +49,27 @@ def libpq(url: str) -> str:
 @contextlib.contextmanager
 def database(label: str, *, keep: bool = False):
     """A fresh PostgreSQL database with the schema of `flask db upgrade`; dropped afterwards."""
-    base = make_url(BASE_URL)
+    with fresh_database(label, migrate, keep=keep) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database(label: str, prepare, *, base_url: str = BASE_URL, keep: bool = False,
+                   indent: str = ""):
+    """A new database on the server of `base_url`, prepare(url) run on it; dropped afterwards
+    unless `keep`."""
+    base = make_url(base_url)
     name = f"bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as c:
         c.execute(text(f'CREATE DATABASE "{name}"'))
     url = base.set(database=name).render_as_string(hide_password=False)
     try:
-        migrate(url)
+        prepare(url)
         yield url
     finally:
         if keep:
-            print(f"kept database {name}")
+            print(f"{indent}kept database {name}")
         else:
             with admin.connect() as c:
                 c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

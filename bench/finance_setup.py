@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+
+from bench import common  # noqa: E402
 
 SECRET = "bench-secret-key-not-for-production"  # noqa: S105 - a throw-away bench database
 PASSWORD = "bench finance password"  # noqa: S105
@@ -77,22 +77,9 @@ def database(label: str, *, entries: int, keep: bool = False):
         _load(given, entries)
         yield given
         return
-    base = make_url(base_url())
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    name = f"bench_{label}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
-        _load(url, entries)
+    with common.fresh_database(label, lambda url: _load(url, entries), base_url=base_url(),
+                               keep=keep, indent="  ") as url:
         yield url
-    finally:
-        if keep:
-            print(f"  kept database {name}")
-        else:
-            with admin.connect() as c:
-                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def free_port() -> int:
@@ -139,13 +126,17 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         return [int(p) for p in children]
 
-    def peak_rss_mb(self) -> float:
-        """The largest VmHWM (peak resident set) among the workers, in MB."""
-        peak = 0
+    def _largest_mb(self, key: str) -> float:
+        """The largest `key` line of /proc/PID/status (VmHWM, VmRSS) among the workers, in MB."""
+        kb = 0
         for pid in self.workers():
             status = Path(f"/proc/{pid}/status").read_text()
-            peak = max(peak, int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)))
-        return peak / 1024
+            kb = max(kb, int(re.search(rf"{key}:\s+(\d+) kB", status).group(1)))
+        return kb / 1024
+
+    def peak_rss_mb(self) -> float:
+        """The largest VmHWM (peak resident set) among the workers, in MB."""
+        return self._largest_mb("VmHWM")
 
     def reset_peak(self) -> None:
         """Start each worker's VmHWM afresh (Linux: 5 > /proc/PID/clear_refs)."""
@@ -153,11 +144,7 @@ class Server:
             Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def rss_mb(self) -> float:
-        now = 0
-        for pid in self.workers():
-            status = Path(f"/proc/{pid}/status").read_text()
-            now = max(now, int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)))
-        return now / 1024
+        return self._largest_mb("VmRSS")
 
     def stop(self) -> None:
         self.proc.terminate()

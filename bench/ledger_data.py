@@ -169,12 +169,16 @@ def ensure_features(s) -> None:
 
 
 def one_customer_many_debits(s, *, debits: int, start: datetime | None = None,
-                             feature: str = "chat", reference: str | None = None) -> int:
-    """One customer with one purchase of `debits` credits and `debits` debits of one credit, a
-    second apart. Rows are computed directly (no simulator): 200,000 debits in seconds."""
-    start = (start or utcnow() - timedelta(seconds=debits + 60)).replace(microsecond=0)
+                             step: timedelta = timedelta(seconds=1),
+                             features: tuple[str, ...] = ("chat",), reference: str | None = None,
+                             key: str = "bulk", name: str | None = None,
+                             email: str | None = None) -> int:
+    """One customer with one purchase of `debits` credits and `debits` debits of one credit,
+    `step` apart (debit i is of features[i % len(features)]). Rows are computed directly
+    (no simulator): 200,000 debits in seconds."""
+    start = (start or utcnow() - step * (debits + 60)).replace(microsecond=0)
     data = Data(s)
-    cid, aid = data.customer(start)
+    cid, aid = data.customer(start, name=name, email=email)
     data.purchase(cid, aid, start, credits=debits, amount_minor=debits)
     grant_id = data.sim.grants[-1].id
     sim = data.sim
@@ -183,9 +187,9 @@ def one_customer_many_debits(s, *, debits: int, start: datetime | None = None,
     sim.next["alloc"] += debits
     data.extra_entries = (dict(id=first_entry + i, account_id=aid, customer_id=cid, type="debit",
                                amount=-1, balance_before=debits - i, balance_after=debits - i - 1,
-                               actor_type="api_key", actor_id="1", feature=feature, quantity=1,
-                               reference=reference, idempotency_key=f"bulk:{cid}:{i}",
-                               created_at=start + timedelta(seconds=i + 1))
+                               actor_type="api_key", actor_id="1", feature=features[i % len(features)],
+                               quantity=1, reference=reference, idempotency_key=f"{key}:{cid}:{i}",
+                               created_at=start + step * (i + 1))
                           for i in range(debits))
     data.extra_allocs = (dict(id=first_alloc + i, entry_id=first_entry + i, grant_id=grant_id,
                               credits=-1) for i in range(debits))

@@ -40,31 +40,11 @@ def heavy_customer(s, *, debits: int, days: int = 180) -> int:
     from bench import ledger_data
     from models import utcnow
 
-    now = utcnow().replace(microsecond=0)
-    start = now - timedelta(days=days)
-    step = timedelta(days=days) / debits
-    data = ledger_data.Data(s)
-    cid, aid = data.customer(start, name="Heavy User", email="heavy@bench.test")
-    data.purchase(cid, aid, start, credits=debits, amount_minor=debits)
-    grant_id = data.sim.grants[-1].id
-    sim = data.sim
-    first_entry, first_alloc = sim.next["entry"] + 1, sim.next["alloc"] + 1
-    sim.next["entry"] += debits
-    sim.next["alloc"] += debits
-    features = ("chat", "chat", "chat", "image", "video")
-    data.extra_entries = (dict(id=first_entry + i, account_id=aid, customer_id=cid, type="debit",
-                               amount=-1, balance_before=debits - i, balance_after=debits - i - 1,
-                               actor_type="api_key", actor_id="1", feature=features[i % 5], quantity=1,
-                               reference=None, idempotency_key=f"heavy:{cid}:{i}",
-                               created_at=start + step * (i + 1))
-                          for i in range(debits))
-    data.extra_allocs = (dict(id=first_alloc + i, entry_id=first_entry + i, grant_id=grant_id, credits=-1)
-                         for i in range(debits))
-    sim.grants[-1].remaining = 0
-    sim.account(aid, cid)["balance"] = 0
-    data.extra_versions = {aid: debits}
-    ledger_data.write(s, data)
-    return cid
+    start = utcnow().replace(microsecond=0) - timedelta(days=days)
+    return ledger_data.one_customer_many_debits(
+        s, debits=debits, start=start, step=timedelta(days=days) / debits,
+        features=("chat", "chat", "chat", "image", "video"), key="heavy",
+        name="Heavy User", email="heavy@bench.test")
 
 
 def load(url: str, *, entries: int, heavy: int) -> None:

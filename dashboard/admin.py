@@ -12,31 +12,9 @@ from flask_admin.contrib.sqla import ModelView
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import current_user
 
+import models
 from dashboard.auth import can, require
 from dashboard.extensions import db
-from models import (
-    Account,
-    AdjustmentRequest,
-    Allocation,
-    ApiKey,
-    AuditLog,
-    CreditGrant,
-    CreditPackage,
-    Customer,
-    FeaturePrice,
-    JobRun,
-    JobRunError,
-    LedgerEntry,
-    Payment,
-    Plan,
-    Refund,
-    Setting,
-    SettingChange,
-    Staff,
-    Task,
-    TaskLog,
-    WebhookEvent,
-)
 
 PERMISSION = "staff.manage"
 URL = "/admin/db"
@@ -111,18 +89,18 @@ class IndexView(_Guard, AdminIndexView):
 
 VIEWS = [
     # (model, view class, category)
-    (Customer, CustomerView, "Customers"), (Account, ReadOnlyView, "Customers"),
-    (LedgerEntry, LedgerEntryView, "Ledger"), (Allocation, ReadOnlyView, "Ledger"),
-    (CreditGrant, ReadOnlyView, "Ledger"), (AdjustmentRequest, ReadOnlyView, "Ledger"),
-    (Payment, ReadOnlyView, "Payments"), (Refund, ReadOnlyView, "Payments"),
-    (WebhookEvent, WebhookEventView, "Payments"),
-    (Task, ReadOnlyView, "Tasks"), (TaskLog, ReadOnlyView, "Tasks"),
-    (Plan, ReadOnlyView, "Catalogue"), (CreditPackage, ReadOnlyView, "Catalogue"),
-    (FeaturePrice, ReadOnlyView, "Catalogue"),
-    (JobRun, ReadOnlyView, "System"), (JobRunError, ReadOnlyView, "System"),
-    (AuditLog, AuditLogView, "System"), (Setting, SettingView, "System"),
-    (SettingChange, ReadOnlyView, "System"), (Staff, StaffView, "System"),
-    (ApiKey, ApiKeyView, "System"),
+    (models.Customer, CustomerView, "Customers"), (models.Account, ReadOnlyView, "Customers"),
+    (models.LedgerEntry, LedgerEntryView, "Ledger"), (models.Allocation, ReadOnlyView, "Ledger"),
+    (models.CreditGrant, ReadOnlyView, "Ledger"), (models.AdjustmentRequest, ReadOnlyView, "Ledger"),
+    (models.Payment, ReadOnlyView, "Payments"), (models.Refund, ReadOnlyView, "Payments"),
+    (models.WebhookEvent, WebhookEventView, "Payments"),
+    (models.Task, ReadOnlyView, "Tasks"), (models.TaskLog, ReadOnlyView, "Tasks"),
+    (models.Plan, ReadOnlyView, "Catalogue"), (models.CreditPackage, ReadOnlyView, "Catalogue"),
+    (models.FeaturePrice, ReadOnlyView, "Catalogue"),
+    (models.JobRun, ReadOnlyView, "System"), (models.JobRunError, ReadOnlyView, "System"),
+    (models.AuditLog, AuditLogView, "System"), (models.Setting, SettingView, "System"),
+    (models.SettingChange, ReadOnlyView, "System"), (models.Staff, StaffView, "System"),
+    (models.ApiKey, ApiKeyView, "System"),
 ]
 
 

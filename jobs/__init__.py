@@ -30,32 +30,26 @@ from services.jobs import runs as jobruns
 log = logging.getLogger("creditdesk.jobs")
 
 
+def _job(module, title: str, cron: str, misfire: int, period: str, description: str) -> JobSpec:
+    """The JobSpec of a job module: named like the module, running its run/execute."""
+    return JobSpec(module.__name__.rpartition(".")[2], title, description, cron, misfire, period,
+                   run=module.run, execute=module.execute)
+
+
 JOBS: dict[str, JobSpec] = {j.name: j for j in [
-    JobSpec("distribute_credits", "Monthly credit distribution",
-            "Expire due credits, then grant free, yearly and lifetime customers their monthly "
-            "credits (monthly subscribers get theirs from the paid invoice).",
-            "5 0 1 * *", 2880, "%Y-%m",
-            run=distribute_credits.run, execute=distribute_credits.execute),
-    JobSpec("expire_credits", "Credit expiry",
-            "One expiry entry per grant past expires_at (plus grace) with credits left.",
-            "0 * * * *", 30, "%Y-%m-%dT%H",
-            run=expire_credits.run, execute=expire_credits.execute),
-    JobSpec("recover_timeouts", "Task timeout recovery",
-            "Tasks past their deadline in pending or processing: timed_out and fully refunded.",
-            "* * * * *", 2, "%Y-%m-%dT%H:%M",
-            run=recover_timeouts.run, execute=recover_timeouts.execute),
-    JobSpec("reconcile_ledger", "Ledger reconciliation",
-            "Check the ledger invariants and record the result for the overview.",
-            "30 2 * * *", 360, "%Y-%m-%d",
-            run=reconcile_ledger.run, execute=reconcile_ledger.execute),
-    JobSpec("rollup_ledger", "Analytics rollups",
-            "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics.",
-            "15 * * * *", 60, "%Y-%m-%dT%H",
-            run=rollup_ledger.run, execute=rollup_ledger.execute),
-    JobSpec("cleanup_idempotency", "Idempotency cleanup",
-            "Delete stored API replies (Idempotency-Key records) past their 24 h retention.",
-            "45 3 * * *", 360, "%Y-%m-%d",
-            run=cleanup_idempotency.run, execute=cleanup_idempotency.execute),
+    _job(distribute_credits, "Monthly credit distribution", "5 0 1 * *", 2880, "%Y-%m",
+         "Expire due credits, then grant free, yearly and lifetime customers their monthly "
+         "credits (monthly subscribers get theirs from the paid invoice)."),
+    _job(expire_credits, "Credit expiry", "0 * * * *", 30, "%Y-%m-%dT%H",
+         "One expiry entry per grant past expires_at (plus grace) with credits left."),
+    _job(recover_timeouts, "Task timeout recovery", "* * * * *", 2, "%Y-%m-%dT%H:%M",
+         "Tasks past their deadline in pending or processing: timed_out and fully refunded."),
+    _job(reconcile_ledger, "Ledger reconciliation", "30 2 * * *", 360, "%Y-%m-%d",
+         "Check the ledger invariants and record the result for the overview."),
+    _job(rollup_ledger, "Analytics rollups", "15 * * * *", 60, "%Y-%m-%dT%H",
+         "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics."),
+    _job(cleanup_idempotency, "Idempotency cleanup", "45 3 * * *", 360, "%Y-%m-%d",
+         "Delete stored API replies (Idempotency-Key records) past their 24 h retention."),
 ]}
 
 # The task runner's loops (services/tasks/runner): every 5 s and every 30 s, same leader rule.

@@ -5,20 +5,15 @@ without it the table only grows.
 """
 from __future__ import annotations
 
-from models import JobRun
-from services.jobs import runs as jobruns
+from jobs.spec import guarded_job
 from services.ledger import idempotency
 
 JOB = "cleanup_idempotency"
 
 
-def run(*, period: str, trigger: str = "schedule") -> JobRun:
-    return jobruns.run(job=JOB, period=period, trigger=trigger, execute=execute)[0]
+def _cleanup(run_id: int) -> dict:
+    removed = idempotency.cleanup()
+    return dict(processed_count=removed, details={"removed": removed})
 
 
-def execute(run_id: int, resumed: bool = False) -> JobRun:
-    def body():
-        removed = idempotency.cleanup()
-        return dict(processed_count=removed, details={"removed": removed})
-
-    return jobruns.guarded(JOB, run_id, body)
+run, execute = guarded_job(JOB, _cleanup)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from models import JobRun, utcnow
+from jobs.spec import guarded_job
+from models import utcnow
 from services.jobs import runs as jobruns
 from services.ledger import reconcile
 
@@ -15,18 +16,14 @@ JOB = "reconcile_ledger"
 KEEP_EMPTY_RUNS = timedelta(days=7)
 
 
-def run(*, period: str, trigger: str = "schedule") -> JobRun:
-    return jobruns.run(job=JOB, period=period, trigger=trigger, execute=execute)[0]
+def _reconcile(run_id: int) -> dict:
+    report = reconcile.run()
+    pruned = sum(jobruns.prune(job=j, older_than=utcnow() - KEEP_EMPTY_RUNS)
+                 for j in ("recover_timeouts", "expire_credits"))
+    details = report.as_dict()
+    details["pruned_runs"] = pruned
+    return dict(users_count=report.accounts, processed_count=report.entries,
+                error_count=report.violations, details=details)
 
 
-def execute(run_id: int, resumed: bool = False) -> JobRun:
-    def body():
-        report = reconcile.run()
-        pruned = sum(jobruns.prune(job=j, older_than=utcnow() - KEEP_EMPTY_RUNS)
-                     for j in ("recover_timeouts", "expire_credits"))
-        details = report.as_dict()
-        details["pruned_runs"] = pruned
-        return dict(users_count=report.accounts, processed_count=report.entries,
-                    error_count=report.violations, details=details)
-
-    return jobruns.guarded(JOB, run_id, body)
+run, execute = guarded_job(JOB, _reconcile)

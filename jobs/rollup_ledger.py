@@ -6,23 +6,18 @@ live); the rollups only make long ranges fast.
 """
 from __future__ import annotations
 
-from models import JobRun
-from services.jobs import runs as jobruns
+from jobs.spec import guarded_job
 from services.ledger import rollup as ledger_rollup
 
 JOB = "rollup_ledger"
 
 
-def run(*, period: str, trigger: str = "schedule") -> JobRun:
-    return jobruns.run(job=JOB, period=period, trigger=trigger, execute=execute)[0]
+def _rollup(run_id: int) -> dict:
+    res = ledger_rollup.refresh()
+    return dict(processed_count=res.days,
+                details={"days": res.days, "rows": res.rows,
+                         "rolled_through": res.rolled_through.isoformat()
+                         if res.rolled_through else None})
 
 
-def execute(run_id: int, resumed: bool = False) -> JobRun:
-    def body():
-        res = ledger_rollup.refresh()
-        return dict(processed_count=res.days,
-                    details={"days": res.days, "rows": res.rows,
-                             "rolled_through": res.rolled_through.isoformat()
-                             if res.rolled_through else None})
-
-    return jobruns.guarded(JOB, run_id, body)
+run, execute = guarded_job(JOB, _rollup)

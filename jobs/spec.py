@@ -5,6 +5,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from models import JobRun
+from services.jobs import runs as jobruns
+
 
 @dataclass(frozen=True)
 class JobSpec:
@@ -26,3 +29,16 @@ class JobSpec:
         if self.name == "distribute_credits":
             return self.period(at)
         return at.strftime("%Y-%m-%dT%H:%M:%S") + "m"
+
+
+def guarded_job(name: str, body: Callable[[int], dict]) -> tuple[Callable, Callable]:
+    """A job module's (run, execute): run claims (name, period) once, execute runs body(run_id)
+    under services.jobs.runs.guarded (logged, failed on error, finished with its counts)."""
+
+    def execute(run_id: int, resumed: bool = False) -> JobRun:
+        return jobruns.guarded(name, run_id, lambda: body(run_id))
+
+    def run(*, period: str, trigger: str = "schedule") -> JobRun:
+        return jobruns.run(job=name, period=period, trigger=trigger, execute=execute)[0]
+
+    return run, execute

@@ -6,7 +6,7 @@ from datetime import date, datetime
 from sqlalchemy import Date, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import BigId, Credits, db, utcnow
+from models.base import Credits, db, id_pk, utcnow
 
 
 class LedgerDaily(db.Model):
@@ -34,7 +34,7 @@ class LedgerRollupState(db.Model):
 
     __tablename__ = "ledger_rollup_state"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     rolled_through: Mapped[date | None] = mapped_column(Date)
     max_entry_id: Mapped[int] = mapped_column(Credits, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import JSON, BigInteger, Integer, MetaData
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -36,3 +36,30 @@ Json = JSON
 def utcnow() -> datetime:
     """Naive UTC: every timestamp is stored as UTC without tzinfo on both databases."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def id_pk() -> Mapped[int]:
+    """The surrogate primary key every table with an id uses."""
+    return mapped_column(BigId, primary_key=True)
+
+
+def created(**kw) -> Mapped[datetime]:
+    """`created_at`: set once when the row is inserted."""
+    return mapped_column(default=utcnow, **kw)
+
+
+def updated() -> Mapped[datetime]:
+    """`updated_at`: set on insert and on every update through the ORM."""
+    return mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ArchivableMixin:
+    """Catalog rows are archived, never deleted: old purchases and grants still point at them."""
+
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created()
+    updated_at: Mapped[datetime] = updated()
+
+    @property
+    def active(self) -> bool:
+        return self.archived_at is None

@@ -6,15 +6,15 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import BigId, Credits, db, utcnow
+from models.base import ArchivableMixin, Credits, created, db, id_pk, utcnow
 
 PLAN_INTERVALS = ("free", "month", "year", "lifetime")
 
 
-class Plan(db.Model):
+class Plan(ArchivableMixin, db.Model):
     __tablename__ = "plans"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(120))
     interval: Mapped[str] = mapped_column(String(16))  # free | month | year | lifetime
@@ -24,19 +24,12 @@ class Plan(db.Model):
     credit_expiry_days: Mapped[int | None]
     stripe_price_id: Mapped[str | None] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(Text, default="")
-    archived_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    @property
-    def active(self) -> bool:
-        return self.archived_at is None
 
 
-class CreditPackage(db.Model):
+class CreditPackage(ArchivableMixin, db.Model):
     __tablename__ = "credit_packages"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(120))
     credits: Mapped[int] = mapped_column(Credits)
@@ -44,21 +37,14 @@ class CreditPackage(db.Model):
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     expiry_days: Mapped[int | None]
     sort_order: Mapped[int] = mapped_column(default=0)
-    archived_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    @property
-    def active(self) -> bool:
-        return self.archived_at is None
 
 
-class FeaturePrice(db.Model):
+class FeaturePrice(ArchivableMixin, db.Model):
     """Credits per unit of a feature, and what one unit costs us at the AI provider."""
 
     __tablename__ = "feature_prices"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     feature: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str] = mapped_column(String(120), default="")
     unit: Mapped[str] = mapped_column(String(32), default="request")
@@ -66,13 +52,6 @@ class FeaturePrice(db.Model):
     # Millionths of the currency's major unit, so that $0.0004 per token is exact.
     provider_cost_micros: Mapped[int] = mapped_column(Credits, default=0)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
-    archived_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-    @property
-    def active(self) -> bool:
-        return self.archived_at is None
 
 
 class Setting(db.Model):
@@ -89,10 +68,10 @@ class Setting(db.Model):
 class SettingChange(db.Model):
     __tablename__ = "setting_changes"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     key: Mapped[str] = mapped_column(String(64), index=True)
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str] = mapped_column(Text)
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    created_at: Mapped[datetime] = created(index=True)

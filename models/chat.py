@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import BigId, Credits, Json, db, utcnow
+from models.base import Credits, Json, created, db, id_pk
 
 
 class PromptCache(db.Model):
@@ -14,7 +14,7 @@ class PromptCache(db.Model):
 
     __tablename__ = "prompt_cache"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     key: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of normalized prompt + model
     model: Mapped[str] = mapped_column(String(128))
     content: Mapped[str] = mapped_column(Text)
@@ -22,6 +22,6 @@ class PromptCache(db.Model):
     usage: Mapped[dict | None] = mapped_column(Json)
     credits: Mapped[int] = mapped_column(Credits, default=0)  # what the call that filled it cost
     hits: Mapped[int] = mapped_column(Credits, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     expires_at: Mapped[datetime] = mapped_column(index=True)
     last_hit_at: Mapped[datetime | None]

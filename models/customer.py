@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import BigId, Credits, db, utcnow
+from models.base import BigId, Credits, created, db, id_pk, updated, utcnow
 
 SUBSCRIPTION_STATUSES = ("none", "active", "past_due", "cancelled")
 
@@ -14,7 +14,7 @@ SUBSCRIPTION_STATUSES = ("none", "active", "past_due", "cancelled")
 class Customer(db.Model):
     __tablename__ = "customers"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     external_id: Mapped[str] = mapped_column(String(128), unique=True)
     email: Mapped[str] = mapped_column(String(320), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
@@ -25,8 +25,8 @@ class Customer(db.Model):
     current_period_end: Mapped[datetime | None]
     # Provider time of the last subscription event applied; older ones are ignored.
     subscription_event_at: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = created(index=True)
+    updated_at: Mapped[datetime] = updated()
     deleted_at: Mapped[datetime | None]
 
     plan = relationship("Plan", lazy="joined")
@@ -47,7 +47,7 @@ class Account(db.Model):
 
     __tablename__ = "accounts"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), unique=True)
     balance: Mapped[int] = mapped_column(Credits, default=0)
     version: Mapped[int] = mapped_column(BigId, default=0)

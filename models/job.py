@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import BigId, Json, db, utcnow
+from models.base import Json, created, db, id_pk, utcnow
 
 
 class JobRun(db.Model):
@@ -14,7 +14,7 @@ class JobRun(db.Model):
 
     __tablename__ = "job_runs"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     job: Mapped[str] = mapped_column(String(64))
     period: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed
@@ -38,17 +38,17 @@ class JobRun(db.Model):
 class JobRunError(db.Model):
     __tablename__ = "job_run_errors"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     run_id: Mapped[int] = mapped_column(ForeignKey("job_runs.id"), index=True)
     customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
     error: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
 
 
 class WebhookEvent(db.Model):
     __tablename__ = "webhook_events"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     provider: Mapped[str] = mapped_column(String(16))  # stripe | razorpay | customers
     event_id: Mapped[str] = mapped_column(String(128))
     type: Mapped[str] = mapped_column(String(64))
@@ -56,7 +56,7 @@ class WebhookEvent(db.Model):
     status: Mapped[str] = mapped_column(String(16), default="received")  # received|processed|failed|ignored
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     processed_at: Mapped[datetime | None]
 
     __table_args__ = (

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import BigId, Credits, Json, db, utcnow
+from models.base import Credits, Json, created, db, id_pk
 
 # Where a bucket's credits came from; the one list (services/ledger/rules.py takes it from here).
 GRANT_SOURCES = ("purchase", "subscription", "distribution", "promo", "adjustment", "refund", "deficit")
@@ -20,7 +20,7 @@ class CreditGrant(db.Model):
 
     __tablename__ = "credit_grants"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     source: Mapped[str] = mapped_column(String(16))
@@ -36,7 +36,7 @@ class CreditGrant(db.Model):
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("plans.id"))
     period: Mapped[str | None] = mapped_column(String(16))  # e.g. 2026-11 for distributions
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
 
     __table_args__ = (
         # The draw-down scan: this account's buckets with credits left, in draw order.
@@ -55,7 +55,7 @@ class LedgerEntry(db.Model):
 
     __tablename__ = "ledger_entries"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     type: Mapped[str] = mapped_column(String(16))
@@ -77,7 +77,7 @@ class LedgerEntry(db.Model):
     task_id: Mapped[int | None] = mapped_column(ForeignKey("tasks.id"), index=True)
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id"))
     meta: Mapped[dict | None] = mapped_column("metadata", Json)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
 
     allocations = relationship("Allocation", back_populates="entry", lazy="selectin")
 
@@ -96,7 +96,7 @@ class Allocation(db.Model):
 
     __tablename__ = "allocations"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), index=True)
     grant_id: Mapped[int] = mapped_column(ForeignKey("credit_grants.id"), index=True)
     credits: Mapped[int] = mapped_column(Credits)
@@ -110,14 +110,14 @@ class IdempotencyRecord(db.Model):
 
     __tablename__ = "idempotency_records"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     scope: Mapped[str] = mapped_column(String(64))  # e.g. "POST /api/v1/tasks"
     key: Mapped[str] = mapped_column(String(200))
     request_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="in_progress")  # in_progress|completed
     response_status: Mapped[int | None]
     response_body: Mapped[dict | None] = mapped_column(Json)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
     __table_args__ = (UniqueConstraint("scope", "key"),)

@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import BigId, Credits, Json, db, utcnow
+from models.base import Credits, Json, created, db, id_pk, updated
 
 PAYMENT_STATUSES = ("created", "paid", "failed", "refunded", "partially_refunded")
 REFUND_STATUSES = ("requested", "approved", "processing", "processed", "failed", "rejected")
@@ -15,7 +15,7 @@ REFUND_STATUSES = ("requested", "approved", "processing", "processed", "failed",
 class Payment(db.Model):
     __tablename__ = "payments"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     provider: Mapped[str] = mapped_column(String(16))  # stripe | razorpay
     kind: Mapped[str] = mapped_column(String(16), default="package")  # package | subscription
@@ -31,7 +31,7 @@ class Payment(db.Model):
     status: Mapped[str] = mapped_column(String(24), default="created")
     refunded_minor: Mapped[int] = mapped_column(Credits, default=0)
     meta: Mapped[dict | None] = mapped_column("metadata", Json)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     paid_at: Mapped[datetime | None]
 
     customer = relationship("Customer")
@@ -47,7 +47,7 @@ class Payment(db.Model):
 class Refund(db.Model):
     __tablename__ = "refunds"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     payment_id: Mapped[int] = mapped_column(ForeignKey("payments.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="requested")
@@ -63,8 +63,8 @@ class Refund(db.Model):
     clawback_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = created(index=True)
+    updated_at: Mapped[datetime] = updated()
     processed_at: Mapped[datetime | None]
 
     payment = relationship("Payment")

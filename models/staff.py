@@ -7,7 +7,7 @@ from flask_login import UserMixin
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import BigId, Credits, Json, db, utcnow
+from models.base import Credits, Json, created, db, id_pk, utcnow
 
 ROLES = ("admin", "support", "finance")
 
@@ -15,7 +15,7 @@ ROLES = ("admin", "support", "finance")
 class Staff(UserMixin, db.Model):
     __tablename__ = "staff"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
@@ -28,7 +28,7 @@ class Staff(UserMixin, db.Model):
     failed_logins: Mapped[int] = mapped_column(default=0, server_default="0")
     first_failed_at: Mapped[datetime | None]
     locked_until: Mapped[datetime | None]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     last_login_at: Mapped[datetime | None]
 
     @property
@@ -47,13 +47,13 @@ class Staff(UserMixin, db.Model):
 class ApiKey(db.Model):
     __tablename__ = "api_keys"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     name: Mapped[str] = mapped_column(String(120))
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of a 256-bit secret
     scopes: Mapped[str] = mapped_column(Text)  # comma separated
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
     # Flask-Limiter notation ("100 per minute"); NULL: the key is not throttled (docs/api.md)
@@ -67,7 +67,7 @@ class ApiKey(db.Model):
 class AuditLog(db.Model):
     __tablename__ = "audit_log"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     actor: Mapped[str] = mapped_column(String(320))  # email, "api_key:3", "system"
     action: Mapped[str] = mapped_column(String(64))  # dotted: credits.adjust, login.failed
@@ -77,7 +77,7 @@ class AuditLog(db.Model):
     before: Mapped[dict | None] = mapped_column(Json)
     after: Mapped[dict | None] = mapped_column(Json)
     reason: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
 
     staff = relationship("Staff")
 
@@ -93,7 +93,7 @@ class AdjustmentRequest(db.Model):
 
     __tablename__ = "adjustment_requests"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
     credits: Mapped[int] = mapped_column(Credits)
     reason_code: Mapped[str] = mapped_column(String(32))
@@ -103,7 +103,7 @@ class AdjustmentRequest(db.Model):
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"))
     decided_at: Mapped[datetime | None]
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()
     meta: Mapped[dict | None] = mapped_column("metadata", Json)
 
     customer = relationship("Customer")

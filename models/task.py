@@ -6,7 +6,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import BigId, Credits, Json, db, utcnow
+from models.base import Credits, Json, created, db, id_pk, updated
 
 TASK_STATUSES = ("pending", "processing", "succeeded", "failed", "cancelled", "timed_out")
 FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
@@ -15,7 +15,7 @@ FINISHED = ("succeeded", "failed", "cancelled", "timed_out")
 class Task(db.Model):
     __tablename__ = "tasks"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     type: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(8), default="sync")  # sync | async
@@ -37,8 +37,8 @@ class Task(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
     deadline_at: Mapped[datetime]
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = created()
+    updated_at: Mapped[datetime] = updated()
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
@@ -60,9 +60,9 @@ class Task(db.Model):
 class TaskLog(db.Model):
     __tablename__ = "task_logs"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = id_pk()
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
     level: Mapped[str] = mapped_column(String(8), default="info")
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict | None] = mapped_column(Json)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = created()

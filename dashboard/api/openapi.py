@@ -148,9 +148,10 @@ def describe(*, summary: str, response: type[BaseModel] | None = None,
 
     auth: "bearer" (API key with `scopes`), "none" (public), "basic" (cron) or "signature"
     (webhooks). errors: the codes the route answers besides those its auth, inputs and
-    Idempotency-Key bring. stream: event name -> model of its data, when 200 may also be
-    text/event-stream.
+    Idempotency-Key bring. description: prose, a triple-quoted block is fine (white space is
+    folded). stream: event name -> model of its data, when 200 may also be text/event-stream.
     """
+    description = " ".join(description.split())
     statuses = (status,) if isinstance(status, int) else tuple(status)
     if idempotent:
         headers = sc.IdempotencyHeader

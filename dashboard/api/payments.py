@@ -64,11 +64,10 @@ class VerifyOut(BaseModel):
           response=PurchaseOut, status=201, scopes=("payments:write",), idempotent=True,
           errors=("CUSTOMER_NOT_FOUND", "NOT_FOUND", "PAYMENT_PROVIDER_ERROR",
                   "IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE"), tag="payments",
-          description="stripe answers {checkout_url, session_id} (mode payment for a package, "
-                      "subscription for a plan); razorpay answers {order_id, key_id, amount, "
-                      "currency, credits}. Nothing is credited here: credits follow the "
-                      "provider's confirmation (webhook or /payments/razorpay/verify). A provider "
-                      "failure is 502 PAYMENT_PROVIDER_ERROR (retryable).")
+          description="""stripe answers {checkout_url, session_id} (mode payment for a package,
+              subscription for a plan); razorpay answers {order_id, key_id, amount, currency, credits}.
+              Nothing is credited here: credits follow the provider's confirmation (webhook or
+              /payments/razorpay/verify). A provider failure is 502 PAYMENT_PROVIDER_ERROR (retryable).""")
 @api_key_required("payments:write")
 @idempotent
 def purchase(external_id: str):

@@ -57,11 +57,10 @@ def refund_json(r: Refund) -> dict:
           response=RefundOut, status=201, scopes=("payments:write",), idempotent=True,
           errors=("CUSTOMER_NOT_FOUND", "NOT_FOUND", "REFUND_NOT_ELIGIBLE",
                   "IDEMPOTENCY_KEY_REUSED", "IDEMPOTENCY_KEY_IN_USE"), tag="payments",
-          description="Files a request (status requested); finance or an admin approves and "
-                      "processes it in the dashboard, where the money is refunded through the "
-                      "provider and the credits are clawed back. 409 REFUND_NOT_ELIGIBLE with "
-                      "the reason when the purchase cannot be refunded (window, used, already "
-                      "refunded, a refund in progress).")
+          description="""Files a request (status requested); finance or an admin approves and processes
+              it in the dashboard, where the money is refunded through the provider and the credits are
+              clawed back. 409 REFUND_NOT_ELIGIBLE with the reason when the purchase cannot be refunded
+              (window, used, already refunded, a refund in progress).""")
 @api_key_required("payments:write")
 @idempotent
 def request_refund(external_id: str):

@@ -34,10 +34,10 @@ class CustomerWebhookOut(WebhookOut):
 @bp.post("/stripe")
 @describe(summary="Stripe events (Stripe-Signature, 300 s tolerance)", response=WebhookOut,
           body=sc.StripeEvent, headers=sc.StripeHeaders, auth="signature", tag="webhooks",
-          description="Handles checkout.session.completed, checkout.session.async_payment_succeeded, "
-                      "invoice.paid, customer.subscription.updated, customer.subscription.deleted "
-                      "and charge.refunded; other types are stored as ignored. A redelivered "
-                      "event id is a no-op answered 200.")
+          description="""Handles checkout.session.completed, checkout.session.async_payment_succeeded,
+              invoice.paid, customer.subscription.updated, customer.subscription.deleted and
+              charge.refunded; other types are stored as ignored. A redelivered event id is a no-op
+              answered 200.""")
 def stripe():
     outcome = webhooks.receive_stripe(body=request.get_data(cache=True),
                                       signature=request.headers.get("Stripe-Signature"))
@@ -47,8 +47,8 @@ def stripe():
 @bp.post("/razorpay")
 @describe(summary="Razorpay events (X-Razorpay-Signature over the raw body)", response=WebhookOut,
           body=sc.RazorpayEvent, headers=sc.RazorpayHeaders, auth="signature", tag="webhooks",
-          description="Handles payment.captured, order.paid and refund.processed, deduplicated by "
-                      "X-Razorpay-Event-Id; other types are stored as ignored.")
+          description="""Handles payment.captured, order.paid and refund.processed, deduplicated by
+              X-Razorpay-Event-Id; other types are stored as ignored.""")
 def razorpay():
     outcome = webhooks.receive_razorpay(body=request.get_data(cache=True),
                                         signature=request.headers.get("X-Razorpay-Signature"),
@@ -62,10 +62,10 @@ def razorpay():
           headers=sc.CustomerWebhookHeaders,
           errors=("INSUFFICIENT_CREDITS", "CUSTOMER_WEBHOOK_MISCONFIGURED"),
           tag="webhooks",
-          description="X-Creditdesk-Signature: t=<unix>,v1=<hex HMAC-SHA256(CUSTOMER_WEBHOOK_SECRET, "
-                      "\"<t>.<raw body>\")>, 300 s tolerance. Optional data.credit_delta is applied "
-                      "as an adjustment in the same transaction. Idempotent by event id. Answers "
-                      "500 CUSTOMER_WEBHOOK_MISCONFIGURED while the secret is not set.")
+          description="""X-Creditdesk-Signature: t=<unix>,v1=<hex HMAC-SHA256(CUSTOMER_WEBHOOK_SECRET,
+              "<t>.<raw body>")>, 300 s tolerance. Optional data.credit_delta is applied as an
+              adjustment in the same transaction. Idempotent by event id. Answers 500
+              CUSTOMER_WEBHOOK_MISCONFIGURED while the secret is not set.""")
 def customers():
     result = customer_sync.receive(body=request.get_data(cache=True),
                                    header=request.headers.get("X-Creditdesk-Signature"),

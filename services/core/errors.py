@@ -7,6 +7,14 @@ class ServiceError(Exception):
     code = "VALIDATION_ERROR"
     retryable = False
 
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None,
+                          retryable: bool | None = None, **kw):
+        # `class X(ServiceError, status=409, code="X")`: one line per error, the rest inherited.
+        super().__init_subclass__(**kw)
+        for name, value in (("status", status), ("code", code), ("retryable", retryable)):
+            if value is not None:
+                setattr(cls, name, value)
+
     def __init__(self, message: str = "", *, details: dict | list | None = None):
         super().__init__(message or self.__class__.__doc__ or self.code)
         self.message = message or (self.__class__.__doc__ or self.code).strip()
@@ -16,80 +24,65 @@ class ServiceError(Exception):
         return self.message
 
 
-class ValidationFailed(ServiceError):
+class ValidationFailed(ServiceError, status=422, code="VALIDATION_ERROR"):
     """The request is not valid."""
-    status, code = 422, "VALIDATION_ERROR"
 
 
-class NotFound(ServiceError):
+class NotFound(ServiceError, status=404, code="NOT_FOUND"):
     """Not found."""
-    status, code = 404, "NOT_FOUND"
 
 
-class CustomerNotFound(NotFound):
+class CustomerNotFound(NotFound, code="CUSTOMER_NOT_FOUND"):
     """Customer not found."""
-    code = "CUSTOMER_NOT_FOUND"
 
 
-class TaskNotFound(NotFound):
+class TaskNotFound(NotFound, code="TASK_NOT_FOUND"):
     """Task not found."""
-    code = "TASK_NOT_FOUND"
 
 
-class InsufficientCredits(ServiceError):
+class InsufficientCredits(ServiceError, status=402, code="INSUFFICIENT_CREDITS"):
     """Insufficient credits."""
-    status, code = 402, "INSUFFICIENT_CREDITS"
 
 
-class IdempotencyConflict(ServiceError):
+class IdempotencyConflict(ServiceError, status=409, code="IDEMPOTENCY_KEY_REUSED"):
     """This idempotency key was already used for a different request."""
-    status, code = 409, "IDEMPOTENCY_KEY_REUSED"
 
 
-class IdempotencyInUse(ServiceError):
+class IdempotencyInUse(ServiceError, status=409, code="IDEMPOTENCY_KEY_IN_USE", retryable=True):
     """A request with this idempotency key is still being processed."""
-    status, code, retryable = 409, "IDEMPOTENCY_KEY_IN_USE", True
 
 
-class TaskAlreadyFinished(ServiceError):
+class TaskAlreadyFinished(ServiceError, status=409, code="TASK_ALREADY_FINISHED"):
     """The task is already finished."""
-    status, code = 409, "TASK_ALREADY_FINISHED"
 
 
-class InvalidSignature(ServiceError):
+class InvalidSignature(ServiceError, status=400, code="INVALID_SIGNATURE"):
     """Invalid signature."""
-    status, code = 400, "INVALID_SIGNATURE"
 
 
-class RefundNotEligible(ServiceError):
+class RefundNotEligible(ServiceError, status=409, code="REFUND_NOT_ELIGIBLE"):
     """Not eligible for a refund."""
-    status, code = 409, "REFUND_NOT_ELIGIBLE"
 
 
-class PaymentProviderError(ServiceError):
+class PaymentProviderError(ServiceError, status=502, code="PAYMENT_PROVIDER_ERROR", retryable=True):
     """The payment provider failed; try again."""
-    status, code, retryable = 502, "PAYMENT_PROVIDER_ERROR", True
 
 
-class Conflict(ServiceError):
+class Conflict(ServiceError, status=409, code="CONFLICT"):
     """The request conflicts with the current state."""
-    status, code = 409, "CONFLICT"
 
 
-class Forbidden(ServiceError):
+class Forbidden(ServiceError, status=403, code="AUTH_FORBIDDEN"):
     """Not allowed."""
-    status, code = 403, "AUTH_FORBIDDEN"
 
 
-class RateLimited(ServiceError):
+class RateLimited(ServiceError, status=429, code="RATE_LIMITED", retryable=True):
     """Too many requests; retry after the delay in Retry-After."""
-    status, code, retryable = 429, "RATE_LIMITED", True
 
     def __init__(self, message: str = "", *, retry_after: int = 60, details=None):
         super().__init__(message, details=details)
         self.retry_after = retry_after
 
 
-class DatabaseUnavailable(ServiceError):
+class DatabaseUnavailable(ServiceError, status=503, code="DATABASE_UNAVAILABLE", retryable=True):
     """The database is unavailable; retry after the delay in Retry-After."""
-    status, code, retryable = 503, "DATABASE_UNAVAILABLE", True

@@ -60,27 +60,26 @@ class Report:
         return out
 
 
+def _sums_to(name: str, description: str, total: str, parts: str, key: str, label: str):
+    """A check that each row's `total` ("table.column") equals the sum of its `parts` rows'
+    column, the part rows naming their row in `key`."""
+    (parent, value), (child, summed) = total.split("."), parts.split(".")
+    return (name, description, f"""
+        SELECT p.id AS {key}, p.{value} AS {value}, COALESCE(c.total, 0) AS {label}
+        FROM {parent} p LEFT JOIN (SELECT {key}, SUM({summed}) AS total FROM {child}
+                                   GROUP BY {key}) c ON c.{key} = p.id
+        WHERE p.{value} <> COALESCE(c.total, 0)""")
+
+
 CHECKS: list[tuple[str, str, str]] = [
-    ("balance_vs_entries", "account balance = sum of its ledger entries", """
-        SELECT a.id AS account_id, a.balance AS balance, COALESCE(e.total, 0) AS entries
-        FROM accounts a LEFT JOIN (SELECT account_id, SUM(amount) AS total FROM ledger_entries
-                                   GROUP BY account_id) e ON e.account_id = a.id
-        WHERE a.balance <> COALESCE(e.total, 0)"""),
-    ("balance_vs_grants", "account balance = sum of remaining credits in its grants", """
-        SELECT a.id AS account_id, a.balance AS balance, COALESCE(g.total, 0) AS grants
-        FROM accounts a LEFT JOIN (SELECT account_id, SUM(remaining) AS total FROM credit_grants
-                                   GROUP BY account_id) g ON g.account_id = a.id
-        WHERE a.balance <> COALESCE(g.total, 0)"""),
-    ("entry_allocations", "every entry's amount is allocated to grants", """
-        SELECT e.id AS entry_id, e.amount AS amount, COALESCE(x.total, 0) AS allocated
-        FROM ledger_entries e LEFT JOIN (SELECT entry_id, SUM(credits) AS total FROM allocations
-                                         GROUP BY entry_id) x ON x.entry_id = e.id
-        WHERE e.amount <> COALESCE(x.total, 0)"""),
-    ("grant_allocations", "every grant's remaining = sum of the allocations through it", """
-        SELECT g.id AS grant_id, g.remaining AS remaining, COALESCE(x.total, 0) AS allocated
-        FROM credit_grants g LEFT JOIN (SELECT grant_id, SUM(credits) AS total FROM allocations
-                                        GROUP BY grant_id) x ON x.grant_id = g.id
-        WHERE g.remaining <> COALESCE(x.total, 0)"""),
+    _sums_to("balance_vs_entries", "account balance = sum of its ledger entries",
+             "accounts.balance", "ledger_entries.amount", "account_id", "entries"),
+    _sums_to("balance_vs_grants", "account balance = sum of remaining credits in its grants",
+             "accounts.balance", "credit_grants.remaining", "account_id", "grants"),
+    _sums_to("entry_allocations", "every entry's amount is allocated to grants",
+             "ledger_entries.amount", "allocations.credits", "entry_id", "allocated"),
+    _sums_to("grant_allocations", "every grant's remaining = sum of the allocations through it",
+             "credit_grants.remaining", "allocations.credits", "grant_id", "allocated"),
     ("balance_chain", "each entry starts where the account's previous entry ended", """
         SELECT id AS entry_id, account_id, balance_before, prev_after FROM (
           SELECT id, account_id, balance_before, balance_after, amount,

@@ -32,10 +32,10 @@ from services.providers import stripe as stp
 from services.refunds import requests as refunds
 from services.refunds.requests import lock_payment
 
-log = logging.getLogger("creditdesk.purchases")
-
 PROVIDERS = ("stripe", "razorpay")
 SUBSCRIBABLE = ("month", "year")
+
+log = logging.getLogger("creditdesk.purchases")
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from flask import current_app
 from razorpay.errors import BadRequestError, GatewayError, ServerError
 
 from services.core.errors import InvalidSignature, PaymentProviderError
+from services.providers.inputs import check_minor, currency_code
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ def create_order(
     *, amount_minor: int, currency: str, receipt: str, notes: dict[str, Any]
 ) -> dict[str, Any]:
     """Create an order for Checkout; answers the order with `id`, `amount`, `currency`."""
-    _check_minor(amount_minor)
-    data = {"amount": amount_minor, "currency": _currency(currency), "receipt": receipt[:40],
+    check_minor(amount_minor)
+    data = {"amount": amount_minor, "currency": currency_code(currency).upper(), "receipt": receipt[:40],
             "notes": _notes(notes)}
     order = _call("order.create", lambda c, t: c.order.create(data, timeout=t))
     log.info("providers.razorpay.order_created",
@@ -83,7 +84,7 @@ def create_refund(
     `idempotency_key` travels as `X-Refund-Idempotency` (same key and body: the same refund)
     and, cut to 40 characters, as the default `receipt`.
     """
-    _check_minor(amount_minor)
+    check_minor(amount_minor)
     data = {"amount": amount_minor, "receipt": (receipt or idempotency_key)[:40],
             "notes": _notes({"idempotency_key": idempotency_key, **(notes or {})})}
     headers = {"X-Refund-Idempotency": _refund_idempotency_key(idempotency_key)}
@@ -180,17 +181,6 @@ def _refund_idempotency_key(key: str) -> str:
     if _IDEMPOTENCY_KEY.fullmatch(key):
         return key
     return "cd_" + hashlib.sha256(key.encode()).hexdigest()[:40]
-
-
-def _check_minor(amount: int) -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise ValueError(f"amount must be a positive integer of minor units, got {amount!r}")
-
-
-def _currency(code: str) -> str:
-    if not re.fullmatch(r"[A-Za-z]{3}", code or ""):
-        raise ValueError(f"not an ISO 4217 currency code: {code!r}")
-    return code.upper()
 
 
 def _notes(values: dict[str, Any]) -> dict[str, str]:

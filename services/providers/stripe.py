@@ -17,6 +17,7 @@ import stripe
 from flask import current_app
 
 from services.core.errors import InvalidSignature, PaymentProviderError
+from services.providers.inputs import check_minor, currency_code
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,13 @@ def create_checkout_session(
     """Create a hosted Checkout Session; answers the session with `id`, `url`, `payment_intent`."""
     if mode not in ("payment", "subscription"):
         raise ValueError(f"unsupported Checkout mode {mode!r}")
-    _check_minor(amount_minor)
+    check_minor(amount_minor)
     tags = _metadata({**metadata, "credits": credits})
     if price_id:
         line_item: dict[str, Any] = {"price": price_id, "quantity": 1}
     else:
         price_data: dict[str, Any] = {
-            "currency": _currency(currency), "unit_amount": amount_minor,
+            "currency": currency_code(currency).lower(), "unit_amount": amount_minor,
             "product_data": {"name": product_name, "metadata": {"credits": str(credits)}},
         }
         if mode == "subscription":
@@ -99,7 +100,7 @@ def create_refund(
     *, payment_intent: str, amount_minor: int, idempotency_key: str, metadata: dict[str, Any]
 ) -> dict[str, Any]:
     """Refund part or all of a PaymentIntent; answers the refund with `id` and `status`."""
-    _check_minor(amount_minor)
+    check_minor(amount_minor)
     refund = _call("refund.create", lambda c: c.v1.refunds.create(
         {"payment_intent": payment_intent, "amount": amount_minor,
          "metadata": _metadata(metadata)},
@@ -192,17 +193,6 @@ def _redact(text: str) -> str:
 def _reason(err: Exception) -> str:
     # The SDK's messages name the problem (timestamp, no match); they never hold the secret.
     return _redact(str(err))[:200]
-
-
-def _check_minor(amount: int) -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise ValueError(f"amount must be a positive integer of minor units, got {amount!r}")
-
-
-def _currency(code: str) -> str:
-    if not re.fullmatch(r"[A-Za-z]{3}", code or ""):
-        raise ValueError(f"not an ISO 4217 currency code: {code!r}")
-    return code.lower()
 
 
 def _metadata(values: dict[str, Any]) -> dict[str, str]:

@@ -63,21 +63,22 @@ MAX_REASON = 500
 RAZORPAY_MIN_REFUND = 100  # minor units: Razorpay refuses smaller refunds
 
 
+def _locked(s: Session, model, row_id: int, missing: str):
+    """The row, locked for this transaction and re-read (not the identity map's stale copy)."""
+    row = s.scalar(select(model).where(model.id == row_id).with_for_update()
+                   .execution_options(populate_existing=True))
+    if row is None:
+        raise NotFound(missing)
+    return row
+
+
 def lock_payment(s: Session, payment_id: int) -> Payment:
     """The payment row, locked for this transaction (always taken before the account lock)."""
-    payment = s.scalar(select(Payment).where(Payment.id == payment_id).with_for_update()
-                       .execution_options(populate_existing=True))
-    if payment is None:
-        raise NotFound(f"No payment {payment_id}.")
-    return payment
+    return _locked(s, Payment, payment_id, f"No payment {payment_id}.")
 
 
 def _lock_refund(s: Session, refund_id: int) -> Refund:
-    refund = s.scalar(select(Refund).where(Refund.id == refund_id).with_for_update()
-                      .execution_options(populate_existing=True))
-    if refund is None:
-        raise NotFound(f"Refund {refund_id} not found.")
-    return refund
+    return _locked(s, Refund, refund_id, f"Refund {refund_id} not found.")
 
 
 def get(refund_id: int) -> Refund:
@@ -217,9 +218,7 @@ def _transition(s: Session, refund_id: int, frm: tuple[str, ...], to: str, *, al
 def approve(*, refund_id: int, staff, ip: str | None = None) -> Refund:
     """Approve a requested refund (finance or admin, never the person who asked for it)."""
     with atomic() as s:
-        refund = s.get(Refund, refund_id)
-        if refund is None:
-            raise NotFound(f"Refund {refund_id} not found.")
+        refund = get(refund_id)
         if staff.role not in APPROVERS:
             raise Forbidden("Only finance or an admin can approve a refund.")
         if refund.requested_by_id == staff.id:
@@ -234,9 +233,7 @@ def approve(*, refund_id: int, staff, ip: str | None = None) -> Refund:
 def reject(*, refund_id: int, staff, note: str = "", ip: str | None = None) -> Refund:
     """Reject a refund that has not reached the provider (requested, approved, or failed)."""
     with atomic() as s:
-        refund = s.get(Refund, refund_id)
-        if refund is None:
-            raise NotFound(f"Refund {refund_id} not found.")
+        refund = get(refund_id)
         if staff.role not in APPROVERS:
             raise Forbidden("Only finance or an admin can reject a refund.")
         before = refund.status

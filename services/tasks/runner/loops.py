@@ -42,15 +42,17 @@ from services.tasks.runner.providers import AsyncProvider, ProviderError, SyncPr
 log = logging.getLogger("creditdesk.runner")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    max_attempts: int = 3
-    retry_base: float = 10.0
-    retry_max: float = 600.0
-    batch: int = 10
-    max_per_run: int = 500
-    poll_lease: float = 25.0
-    concurrency: int = 4
+    """The runner's knobs, read from the app config by settings() (defaults: dashboard/config.py)."""
+
+    max_attempts: int
+    retry_base: float
+    retry_max: float
+    batch: int
+    max_per_run: int
+    poll_lease: float
+    concurrency: int
 
     def backoff(self, attempt: int) -> float:
         return min(self.retry_max, self.retry_base * 2 ** max(attempt - 1, 0))

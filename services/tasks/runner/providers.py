@@ -345,26 +345,44 @@ def _job_error(data: dict, provider: str) -> ProviderError:
                          retryable=code in ("server_error", "rate_limit_exceeded"), provider=provider)
 
 
-class BackgroundResponses(AsyncProvider):
+class _OpenAIJob(AsyncProvider):
+    """A job of OpenAI's shape: POST `path` answers its id, GET `path`/{id} its status."""
+
+    path = ""
+
+    def _start(self, body: dict, request_id: str | None) -> str:
+        data = self.http.call("POST", self.path, body, request_id=request_id)
+        if not data.get("id"):
+            raise ProviderError("the answer has no id", retryable=True, provider=self.name)
+        return str(data["id"])
+
+    def _state(self, external_id: str, request_id: str | None) -> tuple[dict, Poll | None]:
+        """The job's data, and its Poll while it runs or once it failed (None: completed)."""
+        data = self.http.call("GET", f"{self.path}/{external_id}", request_id=request_id)
+        status = data.get("status")
+        if status in ("queued", "in_progress"):
+            return data, Poll("running")
+        if status != "completed":
+            return data, Poll("failed", error=_job_error(data, self.name))
+        return data, None
+
+
+class BackgroundResponses(_OpenAIJob):
     """POST /responses with background: true, then GET /responses/{id} until it completes."""
+
+    path = "/responses"
 
     def submit(self, payload: dict, *, request_id: str | None = None) -> str:
         body = {"model": payload.get("model") or self.endpoint.chat_model,
                 "input": chat_messages(payload), "background": True}
         if payload.get("max_tokens"):
             body["max_output_tokens"] = int(payload["max_tokens"])
-        data = self.http.call("POST", "/responses", body, request_id=request_id)
-        if not data.get("id"):
-            raise ProviderError("the answer has no id", retryable=True, provider=self.name)
-        return str(data["id"])
+        return self._start(body, request_id)
 
     def query(self, external_id: str, *, request_id: str | None = None) -> Poll:
-        data = self.http.call("GET", f"/responses/{external_id}", request_id=request_id)
-        status = data.get("status")
-        if status in ("queued", "in_progress"):
-            return Poll("running")
-        if status != "completed":
-            return Poll("failed", error=_job_error(data, self.name))
+        data, unfinished = self._state(external_id, request_id)
+        if unfinished:
+            return unfinished
         text = "".join(c.get("text", "") for item in data.get("output") or [] if isinstance(item, dict)
                        for c in item.get("content") or [] if c.get("type") == "output_text")
         u = data.get("usage") or {}
@@ -373,8 +391,10 @@ class BackgroundResponses(AsyncProvider):
                                         provider=self.name, model=data.get("model")))
 
 
-class Videos(AsyncProvider):
+class Videos(_OpenAIJob):
     """POST /videos, then GET /videos/{id}; usage in seconds of video."""
+
+    path = "/videos"
 
     def submit(self, payload: dict, *, request_id: str | None = None) -> str:
         if not payload.get("prompt"):
@@ -384,18 +404,12 @@ class Videos(AsyncProvider):
         for k in ("seconds", "size"):
             if payload.get(k):
                 body[k] = str(payload[k])
-        data = self.http.call("POST", "/videos", body, request_id=request_id)
-        if not data.get("id"):
-            raise ProviderError("the answer has no id", retryable=True, provider=self.name)
-        return str(data["id"])
+        return self._start(body, request_id)
 
     def query(self, external_id: str, *, request_id: str | None = None) -> Poll:
-        data = self.http.call("GET", f"/videos/{external_id}", request_id=request_id)
-        status = data.get("status")
-        if status in ("queued", "in_progress"):
-            return Poll("running")
-        if status != "completed":
-            return Poll("failed", error=_job_error(data, self.name))
+        data, unfinished = self._state(external_id, request_id)
+        if unfinished:
+            return unfinished
         out = {"video_id": external_id, "content_url": f"{self.endpoint.base_url}/videos/"
                f"{external_id}/content", "size": data.get("size"), "seconds": data.get("seconds")}
         return Poll("succeeded", Result(output=out, usage=Usage(seconds=_int(data.get("seconds"))),

@@ -101,3 +101,9 @@ def test_spent_credits_are_valued_in_the_bucket_currency(make, currency, cost_mi
     for econ in (live, rolled):
         assert econ.currency == currency
         assert {r.feature: r.revenue_micros for r in econ.rows} == {"chat": value_micros}
+
+
+def test_provider_minor_units_win_over_cldr_display_digits():
+    # CLDR shows HUF and IDR in whole units; Stripe, Razorpay and ISO 4217 count hundredths.
+    assert (money.minor_units("HUF"), money.minor_units("IDR"), money.minor_units("IQD")) == (2, 2, 3)
+    assert money.from_minor(100000, "HUF") == Decimal("1000.00")

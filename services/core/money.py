@@ -1,7 +1,9 @@
 """Money as integer minor units of a currency: how many decimals a currency has, one source.
 
 The number of decimals comes from Babel's currency data (CLDR): JPY 0, USD 2, KWD 3, and 2 for a
-code Babel does not know. Every place that turns minor units into an amount (or back) or into
+code Babel does not know. CLDR's digits are display digits: for a few currencies it shows whole
+units where ISO 4217, Stripe and Razorpay count hundredths (HUF, IDR, COP...) or thousandths
+(IQD); ISO_MINOR_UNITS corrects those, so 100000 HUF from a provider is 1,000.00 HUF here. Every place that turns minor units into an amount (or back) or into
 micros (millionths of the major unit, the cost basis of the reports) goes through here.
 """
 from __future__ import annotations
@@ -13,6 +15,9 @@ from babel.core import get_global
 from babel.numbers import get_currency_precision
 
 DEFAULT_CURRENCY = "USD"
+# Current currencies whose CLDR display digits (0) are not their ISO 4217 minor units.
+ISO_MINOR_UNITS = {"AFN": 2, "ALL": 2, "COP": 2, "HUF": 2, "IDR": 2, "IQD": 3, "IRR": 2, "KPW": 2,
+                   "LAK": 2, "LBP": 2, "MMK": 2, "SLL": 2, "SOS": 2, "SYP": 2, "YER": 2}
 
 
 def _code(currency: str | None) -> str:
@@ -21,8 +26,9 @@ def _code(currency: str | None) -> str:
 
 @cache
 def minor_units(currency: str | None) -> int:
-    """Decimals of the currency's minor unit: 0 for JPY, 2 for USD, 3 for KWD."""
-    return get_currency_precision(_code(currency))
+    """Decimals of the currency's minor unit: 0 for JPY, 2 for USD and HUF, 3 for KWD."""
+    code = _code(currency)
+    return ISO_MINOR_UNITS.get(code) or get_currency_precision(code)
 
 
 def to_minor(amount: Decimal, currency: str | None) -> int:

@@ -8,6 +8,7 @@ from sqlalchemy.orm import joinedload
 
 from models import AuditLog, LedgerEntry, Payment, Refund, Staff, db
 from models.payment import REFUND_STATUSES
+from services.core.paging import keyset
 from services.ledger import customers as customer_service
 from services.refunds import eligibility
 from services.refunds.requests import get
@@ -75,15 +76,11 @@ def page(filters: Filters, *, before_id: int | None = None, limit: int = 50) -> 
             .where(Payment.provider == filters.provider)
     if filters.status:
         q = q.where(Refund.status == filters.status)
-    if before_id is not None:
-        q = q.where(Refund.id < before_id)
-    rows = list(db.session.scalars(q.order_by(Refund.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_before = keyset(q, Refund.id, cursor=before_id, limit=limit)
     counts = dict.fromkeys(REFUND_STATUSES, 0)
     counts.update({st: int(n) for st, n in db.session.execute(counts_q)})
-    return Page(refunds=rows, more=more, next_before=rows[-1].id if more else None, counts=counts,
-                filters=filters,
+    return Page(refunds=rows, more=next_before is not None, next_before=next_before,
+                counts=counts, filters=filters,
                 staff=staff_emails(i for r in rows for i in (r.requested_by_id, r.approved_by_id)))
 
 

@@ -31,7 +31,4 @@ def index():
 @bp.get("/<int:row_id>")
 @require("audit.view")
 def detail(row_id: int):
-    row = auditlog.get(row_id)
-    if row is None:
-        abort(404)
-    return htmx.render("audit/detail.html", "detail", row=row)
+    return htmx.render("audit/detail.html", "detail", row=auditlog.get(row_id) or abort(404))

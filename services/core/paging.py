@@ -1,10 +1,25 @@
 """Keyset paging, the one way every list in the dashboard pages: by id, never by OFFSET, so a
-page costs the same at row 50 as at row 5 million and rows added meanwhile do not shift it."""
+page costs the same at row 50 as at row 5 million and rows added meanwhile do not shift it.
+Also the base of a list's filters (their query-string arguments)."""
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from sqlalchemy import Select
 
 from models import db
+
+
+class ListFilters:
+    """Base of a list's filters (a dataclass of strings, "" meaning any): the query-string
+    arguments they come from, and whether any is set."""
+
+    def args(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    @property
+    def active(self) -> bool:
+        return bool(self.args())
 
 
 def keyset(stmt: Select, id_col, *, cursor: int | None, limit: int,

@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload
 
 from models import AuditLog, LedgerEntry, Payment, Refund, Staff, db
 from models.payment import REFUND_STATUSES
-from services.core.paging import keyset
+from services.core.paging import ListFilters, keyset
 from services.ledger import customers as customer_service
 from services.refunds import eligibility
 from services.refunds.requests import get
@@ -18,7 +18,7 @@ PROVIDERS = ("stripe", "razorpay")
 
 
 @dataclass
-class Filters:
+class Filters(ListFilters):
     status: str = ""
     customer: str = ""
     provider: str = ""
@@ -30,14 +30,6 @@ class Filters:
         return cls(status=status if status in REFUND_STATUSES else "",
                    customer=(args.get("customer") or "").strip()[:320],
                    provider=provider if provider in PROVIDERS else "")
-
-    def args(self) -> dict[str, str]:
-        return {k: v for k, v in (("status", self.status), ("customer", self.customer),
-                                  ("provider", self.provider)) if v}
-
-    @property
-    def active(self) -> bool:
-        return bool(self.status or self.customer or self.provider)
 
 
 @dataclass

@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload, noload
 
 from models import LedgerEntry, Task, TaskLog, db
 from models.task import TASK_STATUSES
-from services.core.paging import keyset
+from services.core.paging import ListFilters, keyset
 from services.ledger import customers as customer_service
 from services.ledger.statement import actor_labels
 from services.tasks.prepaid import get
@@ -18,7 +18,7 @@ LOG_LIMIT = 200
 
 
 @dataclass
-class Filters:
+class Filters(ListFilters):
     status: str = ""
     customer: str = ""
     type: str = ""
@@ -29,14 +29,6 @@ class Filters:
         return cls(status=status if status in TASK_STATUSES else "",
                    customer=(args.get("customer") or "").strip()[:320],
                    type=(args.get("type") or "").strip()[:64])
-
-    def args(self) -> dict[str, str]:
-        return {k: v for k, v in (("status", self.status), ("customer", self.customer),
-                                  ("type", self.type)) if v}
-
-    @property
-    def active(self) -> bool:
-        return bool(self.status or self.customer or self.type)
 
 
 @dataclass

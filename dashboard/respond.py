@@ -16,6 +16,7 @@ from flask import flash, redirect, request, url_for
 
 from dashboard import htmx
 from services.core import params
+from services.core.errors import ServiceError
 
 
 def int_arg(name: str, source=None) -> int | None:
@@ -82,6 +83,17 @@ def _unsafe(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
 
 
+def list_page(template: str, cursor: int | None, *, target: str | None = None, **ctx):
+    """A keyset-paged list page: its next rows for "load more" (htmx with a cursor), its
+    results for a filter change (htmx; only when aimed at `target`, if given), else the page."""
+    block = None
+    if htmx.is_htmx() and cursor:
+        block = "rows"
+    elif htmx.is_htmx() and target in (None, request.headers.get("HX-Target", "")):
+        block = "results"
+    return htmx.render(template, block, **ctx)
+
+
 def with_trigger(resp, *events: str, message: str | None = None, category: str = "success"):
     """Fire client-side events after the swap (lists listen with hx-trigger="x from:body").
 
@@ -103,6 +115,17 @@ def changed(*, template: str, block: str, message: str, back: str, events: tuple
                             category=category)
     flash(message, category)
     return redirect(back, code=303)
+
+
+def row_change(action, *, template: str, back: str, row, message, block: str = "row"):
+    """Change one table row: `action()` returns the changed object (or raises a ServiceError);
+    `row(obj)` is the row's template context (`row(None)`: the row as it is, after a refusal);
+    `message(obj)` the success text. Answers as `changed` or `refused` do."""
+    try:
+        obj = action()
+    except ServiceError as err:
+        return refused(err, template=template, block=block, back=back, **row(None))
+    return changed(template=template, block=block, back=back, message=message(obj), **row(obj))
 
 
 def refused(err, *, template: str, block: str, back: str, **ctx):

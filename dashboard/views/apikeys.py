@@ -10,7 +10,7 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from dashboard import htmx
 from dashboard.auth import client_ip, require
-from dashboard.respond import changed, int_arg, refused, str_arg, with_trigger
+from dashboard.respond import int_arg, list_page, row_change, str_arg, with_trigger
 from services.core.errors import ServiceError
 from services.staff import accounts as staff_service
 
@@ -53,8 +53,12 @@ def _ctx(**extra) -> dict:
 @bp.get("/")
 @require("apikeys.manage")
 def index():
-    block = "rows" if int_arg("after") else "results"
-    return htmx.render("apikeys/index.html", block, form=CreateForm(), **_ctx())
+    return list_page("apikeys/index.html", int_arg("after"), form=CreateForm(), **_ctx())
+
+
+def _panel(form: CreateForm, status: int, **extra):
+    """The create panel with the list's context (a new key shows up in it)."""
+    return htmx.render("apikeys/index.html", "create_panel", form=form, **_ctx(**extra)), status
 
 
 @bp.post("/")
@@ -62,47 +66,43 @@ def index():
 def create():
     form = CreateForm()
     if not form.validate_on_submit():
-        return htmx.render("apikeys/index.html", "create_panel", form=form, **_ctx()), 422
+        return _panel(form, 422)
     try:
         key, plain = staff_service.create_api_key(name=form.name.data, scopes=form.scopes.data,
                                                   rate_limit=form.rate_limit.data, by=current_user,
                                                   ip=client_ip())
     except ServiceError as err:
         form.form_errors.append(str(err))
-        return htmx.render("apikeys/index.html", "create_panel", form=form, **_ctx()), err.status
+        return _panel(form, err.status)
     # The only response that ever carries the plain key (Cache-Control: no-store).
-    resp = htmx.render("apikeys/index.html", "create_panel", form=CreateForm(formdata=None),
-                       created=key, plain_key=plain, **_ctx())
-    return with_trigger(resp, "apikeys-changed"), 201
+    resp, status = _panel(CreateForm(formdata=None), 201, created=key, plain_key=plain)
+    return with_trigger(resp, "apikeys-changed"), status
+
+
+def _row_change(key_id: int, action, message):
+    staff_service.get_api_key(key_id)  # a guessed id is a 404
+
+    def row(key):
+        if key is None:  # refused: the row as it stands
+            return dict(k=staff_service.get_api_key(key_id), creators={})
+        return dict(k=key, creators=staff_service.emails_by_id([key.created_by_id]))
+    return row_change(action, template="apikeys/index.html", back=url_for("apikeys.index"), row=row,
+                      message=message)
 
 
 @bp.post("/<int:key_id>/revoke")
 @require("apikeys.manage")
 def revoke(key_id: int):
-    staff_service.get_api_key(key_id)  # a guessed id is a 404
-    back = url_for("apikeys.index")
-    try:
-        key = staff_service.revoke_api_key(key_id=key_id, by=current_user, ip=client_ip())
-    except ServiceError as err:
-        return refused(err, template="apikeys/index.html", block="row", back=back,
-                       k=staff_service.get_api_key(key_id), creators={})
-    creators = staff_service.emails_by_id([key.created_by_id])
-    return changed(template="apikeys/index.html", block="row", back=back, k=key, creators=creators,
-                   message=f"API key “{key.name}” ({key.prefix}) is revoked; requests with it now get 401.")
+    return _row_change(key_id, lambda: staff_service.revoke_api_key(
+        key_id=key_id, by=current_user, ip=client_ip()),
+        lambda key: f"API key “{key.name}” ({key.prefix}) is revoked; requests with it now get 401.")
 
 
 @bp.post("/<int:key_id>/rate-limit")
 @require("apikeys.manage")
 def rate_limit(key_id: int):
-    staff_service.get_api_key(key_id)  # a guessed id is a 404
-    back = url_for("apikeys.index")
-    try:
-        key = staff_service.set_api_key_rate_limit(key_id=key_id, by=current_user, ip=client_ip(),
-                                                   rate_limit=request.form.get("rate_limit", "")[:200])
-    except ServiceError as err:
-        return refused(err, template="apikeys/index.html", block="row", back=back,
-                       k=staff_service.get_api_key(key_id), creators={})
-    creators = staff_service.emails_by_id([key.created_by_id])
-    limit = key.rate_limit or "not throttled"
-    return changed(template="apikeys/index.html", block="row", back=back, k=key, creators=creators,
-                   message=f"API key “{key.name}” ({key.prefix}): rate limit {limit}.")
+    return _row_change(key_id, lambda: staff_service.set_api_key_rate_limit(
+        key_id=key_id, by=current_user, ip=client_ip(),
+        rate_limit=request.form.get("rate_limit", "")[:200]),
+        lambda key: f"API key “{key.name}” ({key.prefix}): rate limit "
+                    f"{key.rate_limit or 'not throttled'}.")

@@ -5,7 +5,7 @@ from flask import Blueprint, abort
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import date_arg, int_arg, str_arg
+from dashboard.respond import date_arg, int_arg, list_page, str_arg
 from services.core import auditlog
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -22,17 +22,13 @@ def _filter() -> auditlog.AuditFilter:
 @bp.get("/")
 @require("audit.view")
 def index():
-    f = _filter()
-    page = auditlog.search(f, before_id=int_arg("before"), limit=PAGE)
-    block = "rows" if int_arg("before") else "results"
-    return htmx.render("audit/index.html", block, f=f, rows=page.rows, next_before=page.next_before,
-                       actions=auditlog.actions(), target_types=auditlog.target_types())
+    f, before = _filter(), int_arg("before")
+    page = auditlog.search(f, before_id=before, limit=PAGE)
+    return list_page("audit/index.html", before, f=f, rows=page.rows, next_before=page.next_before,
+                     actions=auditlog.actions(), target_types=auditlog.target_types())
 
 
 @bp.get("/<int:row_id>")
 @require("audit.view")
 def detail(row_id: int):
-    row = auditlog.get(row_id)
-    if row is None:
-        abort(404)
-    return htmx.render("audit/detail.html", "detail", row=row)
+    return htmx.render("audit/detail.html", "detail", row=auditlog.get(row_id) or abort(404))

@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import back_to, client_ip, form_status, hx_target, int_arg
+from dashboard.respond import back_to, client_ip, form_status, hx_target, int_arg, list_page
 from models.ledger import ENTRY_TYPES
 from services.core import settings as app_settings
 from services.core.errors import ServiceError
@@ -86,12 +86,10 @@ def index():
     rows = customers.search(q=q, limit=PAGE + 1, after_id=after)
     more = len(rows) > PAGE
     rows = rows[:PAGE]
-    block = "rows" if after else "results"
     total = customers.count() if not q and not after and not htmx.is_htmx() else None
-    return htmx.render("customers/index.html", block, q=q, customers=rows, more=more, after=after,
-                       total=total,
-                       next_after=rows[-1].id if rows and more else None,
-                       low_threshold=int(app_settings.get("low_balance_threshold")))
+    return list_page("customers/index.html", after, q=q, customers=rows, more=more, after=after,
+                     total=total, next_after=rows[-1].id if rows and more else None,
+                     low_threshold=int(app_settings.get("low_balance_threshold")))
 
 
 @bp.get("/<int:customer_id>")

@@ -36,9 +36,7 @@ def index():
 @bp.get("/runs/<int:run_id>")
 @require("jobs.view")
 def run(run_id: int):
-    r = jobruns.get(run_id)
-    if r is None:
-        abort(404)
+    r = jobruns.get(run_id) or abort(404)
     after = int_arg("after")
     errors = jobruns.errors(run_id=run_id, limit=PAGE + 1, after_id=after)
     more = len(errors) > PAGE

@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import back_to, client_ip, hx_target, int_arg, with_trigger
+from dashboard.respond import back_to, client_ip, hx_target, int_arg, list_page, with_trigger
 from models.payment import REFUND_STATUSES
 from services.core.errors import PaymentProviderError, ServiceError
 from services.ledger import customers
@@ -51,15 +51,10 @@ class ReferenceForm(FlaskForm):
 @bp.get("/")
 @require("refunds.request")
 def index():
-    filters = refundlist.Filters.parse(request.args)
-    before = int_arg("before")
-    ctx = dict(p=refundlist.page(filters, before_id=before, limit=PAGE), f=filters, before=before,
-               statuses=REFUND_STATUSES)
-    if htmx.is_htmx() and before:
-        return htmx.render("refunds/index.html", "rows", **ctx)
-    if hx_target() == "results":
-        return htmx.render("refunds/index.html", "results", **ctx)
-    return htmx.render("refunds/index.html", None, **ctx)
+    filters, before = refundlist.Filters.parse(request.args), int_arg("before")
+    return list_page("refunds/index.html", before, target="results", f=filters, before=before,
+                     p=refundlist.page(filters, before_id=before, limit=PAGE),
+                     statuses=REFUND_STATUSES)
 
 
 @bp.get("/<int:refund_id>")
@@ -124,9 +119,10 @@ def _row(refund_id: int, *, error: str | None = None, status: int = 200, message
     return with_trigger(resp, "refunds-changed", message=message, category=category), status
 
 
-def _act(refund_id: int, action, done: str):
+def _act(refund_id: int, action, done: str, **kw):
+    """Run a decision or processing service on one refund (by this staff member, from this IP)."""
     try:
-        refund = action()
+        refund = action(refund_id=refund_id, staff=current_user, ip=client_ip(), **kw)
     except PaymentProviderError as err:  # recorded as failed: a new state, shown as such
         if htmx.is_htmx():
             return _row(refund_id, error=str(err), message=str(err), category="error")
@@ -156,8 +152,7 @@ def row(refund_id: int):
 @bp.post("/<int:refund_id>/approve")
 @require("refunds.approve")
 def approve(refund_id: int):
-    return _act(refund_id, lambda: refunds.approve(refund_id=refund_id, staff=current_user,
-                                                   ip=client_ip()), "approved")
+    return _act(refund_id, refunds.approve, "approved")
 
 
 @bp.get("/<int:refund_id>/reject")
@@ -174,22 +169,14 @@ def confirm_reject(refund_id: int):
 @require("refunds.approve")
 def reject(refund_id: int):
     note = (request.form.get("note") or "").strip()[:refunds.MAX_REASON]
-    return _act(refund_id, lambda: refunds.reject(refund_id=refund_id, staff=current_user,
-                                                  note=note, ip=client_ip()), "rejected")
+    return _act(refund_id, refunds.reject, "rejected", note=note)
 
 
 @bp.post("/<int:refund_id>/process")
+@bp.post("/<int:refund_id>/retry", endpoint="retry")  # a failed one again, same idempotency key
 @require("refunds.approve")
 def process(refund_id: int):
-    return _act(refund_id, lambda: refunds.process(refund_id=refund_id, staff=current_user,
-                                                   ip=client_ip()), "processed")
-
-
-@bp.post("/<int:refund_id>/retry")
-@require("refunds.approve")
-def retry(refund_id: int):
-    """Process a failed refund again, with the same provider idempotency key."""
-    return process(refund_id)
+    return _act(refund_id, refunds.process, "processed")
 
 
 # --- refund by reference ------------------------------------------------------------------------

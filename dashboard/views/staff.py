@@ -2,7 +2,7 @@
 everywhere, unlock after too many failed sign-ins."""
 from __future__ import annotations
 
-from flask import Blueprint, flash, make_response, redirect, url_for
+from flask import Blueprint, flash, make_response, redirect, request, url_for
 from flask_login import current_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
@@ -10,7 +10,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from dashboard import htmx
 from dashboard.auth import client_ip, fresh_session, require
-from dashboard.respond import changed, int_arg, refused, str_arg
+from dashboard.respond import int_arg, list_page, refused, row_change, str_arg, with_trigger
 from models.staff import ROLES
 from services.core.errors import ServiceError, ValidationFailed
 from services.staff import accounts as staff_service
@@ -54,12 +54,15 @@ def _page_ctx(**extra) -> dict:
                 role_choices=ROLE_CHOICES, **extra)
 
 
+def _panel(form: CreateForm, **extra):
+    """The invite panel with the list's context (a new member shows up in it)."""
+    return htmx.render("staff/index.html", "create_panel", form=form, **_page_ctx(**extra))
+
+
 @bp.get("/")
 @require("staff.manage")
 def index():
-    ctx = _page_ctx()
-    block = "rows" if int_arg("after") else "results"
-    return htmx.render("staff/index.html", block, form=CreateForm(), **ctx)
+    return list_page("staff/index.html", int_arg("after"), form=CreateForm(), **_page_ctx())
 
 
 @bp.post("/")
@@ -67,7 +70,7 @@ def index():
 def create():
     form = CreateForm()
     if not form.validate_on_submit():
-        return htmx.render("staff/index.html", "create_panel", form=form, **_page_ctx()), 422
+        return _panel(form), 422
     password = form.password.data or staff_service.generate_password()
     try:
         member = staff_service.create(email=form.email.data, role=form.role.data,
@@ -75,25 +78,18 @@ def create():
                                       by=current_user, ip=client_ip())
     except ServiceError as err:
         form.form_errors.append(str(err))
-        return htmx.render("staff/index.html", "create_panel", form=form, **_page_ctx()), err.status
+        return _panel(form), err.status
     # The password is shown once, only when we generated it (never stored, never logged).
     shown = None if form.password.data else password
-    ctx = _page_ctx(created=member, one_time_password=shown)
-    resp = htmx.render("staff/index.html", "create_panel", form=CreateForm(formdata=None), **ctx)
-    resp.headers["HX-Trigger"] = '{"staff-changed": true}'
-    return resp, 201
+    resp = _panel(CreateForm(formdata=None), created=member, one_time_password=shown)
+    return with_trigger(resp, "staff-changed"), 201
 
 
 def _row_change(staff_id: int, action, message: str):
-    back = url_for("staff.index")
-    try:
-        member = action()
-    except ServiceError as err:
-        return refused(err, template="staff/index.html", block="row", back=back,
-                       s=staff_service.get(staff_id), role_choices=ROLE_CHOICES)
-    return changed(template="staff/index.html", block="row", back=back,
-                   message=message.format(email=member.email, role=member.role), s=member,
-                   role_choices=ROLE_CHOICES)
+    return row_change(action, template="staff/index.html", back=url_for("staff.index"),
+                      row=lambda member: dict(s=member or staff_service.get(staff_id),
+                                              role_choices=ROLE_CHOICES),
+                      message=lambda member: message.format(email=member.email, role=member.role))
 
 
 @bp.post("/<int:staff_id>/role")
@@ -110,22 +106,15 @@ def change_role(staff_id: int):
         "{email} is now {role}.")
 
 
-@bp.post("/<int:staff_id>/deactivate")
+@bp.post("/<int:staff_id>/deactivate", endpoint="deactivate")
+@bp.post("/<int:staff_id>/reactivate", endpoint="reactivate")
 @require("staff.manage")
-def deactivate(staff_id: int):
+def set_active(staff_id: int):
     staff_service.get(staff_id)
+    active = request.endpoint == "staff.reactivate"
     return _row_change(staff_id, lambda: staff_service.set_active(
-        staff_id=staff_id, active=False, by=current_user, ip=client_ip()),
-        "{email} is deactivated and signed out everywhere.")
-
-
-@bp.post("/<int:staff_id>/reactivate")
-@require("staff.manage")
-def reactivate(staff_id: int):
-    staff_service.get(staff_id)
-    return _row_change(staff_id, lambda: staff_service.set_active(
-        staff_id=staff_id, active=True, by=current_user, ip=client_ip()),
-        "{email} can sign in again.")
+        staff_id=staff_id, active=active, by=current_user, ip=client_ip()),
+        "{email} can sign in again." if active else "{email} is deactivated and signed out everywhere.")
 
 
 @bp.post("/<int:staff_id>/reset-password")
@@ -139,8 +128,7 @@ def reset_password(staff_id: int):
         return refused(err, template="staff/index.html", block="row", back=url_for("staff.index"),
                        s=staff_service.get(staff_id), role_choices=ROLE_CHOICES)
     # Shown once on this response (no-store), never stored in the clear.
-    ctx = _page_ctx(created=member, one_time_password=password, reset=True)
-    return htmx.render("staff/index.html", "create_panel", form=CreateForm(formdata=None), **ctx)
+    return _panel(CreateForm(formdata=None), created=member, one_time_password=password, reset=True)
 
 
 @bp.post("/<int:staff_id>/sign-out-everywhere")

@@ -10,7 +10,7 @@ from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import client_ip, hx_target, int_arg
+from dashboard.respond import client_ip, int_arg, list_page
 from models.task import TASK_STATUSES
 from services.core.errors import ServiceError
 from services.ledger.rules import Actor
@@ -29,15 +29,9 @@ class CancelForm(FlaskForm):
 @bp.get("/")
 @require("tasks.view")
 def index():
-    filters = tasklist.Filters.parse(request.args)
-    before = int_arg("before")
-    ctx = dict(p=tasklist.page(filters, before_id=before, limit=PAGE), f=filters, before=before,
-               statuses=TASK_STATUSES)
-    if htmx.is_htmx() and before:
-        return htmx.render("tasks/index.html", "rows", **ctx)
-    if hx_target() == "results":
-        return htmx.render("tasks/index.html", "results", **ctx)
-    return htmx.render("tasks/index.html", None, **ctx)
+    filters, before = tasklist.Filters.parse(request.args), int_arg("before")
+    return list_page("tasks/index.html", before, target="results", f=filters, before=before,
+                     p=tasklist.page(filters, before_id=before, limit=PAGE), statuses=TASK_STATUSES)
 
 
 def _detail(task_id: int, **extra):

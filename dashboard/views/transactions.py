@@ -5,9 +5,8 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, request, url_for
 
-from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import hx_target, int_arg
+from dashboard.respond import int_arg, list_page
 from models.ledger import ENTRY_TYPES
 from services.reporting import transactions
 
@@ -20,13 +19,8 @@ PAGE = 50
 def index():
     filters = transactions.Filters.parse(request.args)
     before = int_arg("before")
-    page = transactions.page(filters, before_id=before, limit=PAGE)
-    query = urlencode(filters.args())
-    ctx = dict(p=page, f=filters, before=before, entry_types=ENTRY_TYPES,
-               features=transactions.feature_names(), query=query,
-               export_url=url_for("exports.transactions_csv", **filters.args()))
-    if htmx.is_htmx() and before:
-        return htmx.render("transactions/index.html", "rows", **ctx)
-    if hx_target() == "results":
-        return htmx.render("transactions/index.html", "results", **ctx)
-    return htmx.render("transactions/index.html", None, **ctx)
+    return list_page("transactions/index.html", before, target="results", f=filters, before=before,
+                     p=transactions.page(filters, before_id=before, limit=PAGE),
+                     entry_types=ENTRY_TYPES, features=transactions.feature_names(),
+                     query=urlencode(filters.args()),
+                     export_url=url_for("exports.transactions_csv", **filters.args()))

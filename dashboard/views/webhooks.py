@@ -6,7 +6,7 @@ from flask_login import current_user
 
 from dashboard import htmx
 from dashboard.auth import client_ip, require
-from dashboard.respond import changed, int_arg, refused, str_arg
+from dashboard.respond import changed, int_arg, list_page, refused, str_arg
 from services.core.errors import ServiceError
 from services.payments import replay as replay_service
 from services.payments import webhook_events
@@ -25,12 +25,11 @@ def _filters() -> dict:
 @bp.get("/")
 @require("webhooks.view")
 def index():
-    f = _filters()
-    page = webhook_events.search(**f, before_id=int_arg("before"), limit=PAGE)
-    block = "rows" if int_arg("before") else "results"
-    return htmx.render("webhooks/index.html", block, f=f, events=page.rows,
-                       next_before=page.next_before, types=webhook_events.types(),
-                       providers=webhook_events.PROVIDERS, statuses=webhook_events.STATUSES)
+    f, before = _filters(), int_arg("before")
+    page = webhook_events.search(**f, before_id=before, limit=PAGE)
+    return list_page("webhooks/index.html", before, f=f, events=page.rows,
+                     next_before=page.next_before, types=webhook_events.types(),
+                     providers=webhook_events.PROVIDERS, statuses=webhook_events.STATUSES)
 
 
 @bp.get("/<int:event_id>")

@@ -10,6 +10,7 @@ from datetime import date, datetime, time, timedelta
 from sqlalchemy import func, select
 
 from models import AuditLog, db
+from services.core.paging import keyset
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class AuditPage:
 
 def search(f: AuditFilter, *, before_id: int | None = None, limit: int = 50) -> AuditPage:
     """Rows matching every given filter, newest first; `before_id` continues a page."""
-    stmt = select(AuditLog).order_by(AuditLog.id.desc())
+    stmt = select(AuditLog)
     if f.actor:
         stmt = stmt.where(func.lower(AuditLog.actor).like(f"%{_escape_like(f.actor.strip().lower())}%",
                                               escape="\\"))
@@ -52,12 +53,7 @@ def search(f: AuditFilter, *, before_id: int | None = None, limit: int = 50) -> 
     if f.until:
         stmt = stmt.where(AuditLog.created_at < datetime.combine(f.until + timedelta(days=1),
                                                                  time.min))
-    if before_id:
-        stmt = stmt.where(AuditLog.id < before_id)
-    rows = list(db.session.scalars(stmt.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AuditPage(rows, rows[-1].id if more else None)
+    return AuditPage(*keyset(stmt, AuditLog.id, cursor=before_id, limit=limit))
 
 
 def get(row_id: int) -> AuditLog | None:

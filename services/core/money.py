@@ -3,7 +3,8 @@
 The number of decimals comes from Babel's currency data (CLDR): JPY 0, USD 2, KWD 3, and 2 for a
 code Babel does not know. CLDR's digits are display digits: for a few currencies it shows whole
 units where ISO 4217, Stripe and Razorpay count hundredths (HUF, IDR, COP...) or thousandths
-(IQD); ISO_MINOR_UNITS corrects those, so 100000 HUF from a provider is 1,000.00 HUF here. Every place that turns minor units into an amount (or back) or into
+(IQD); ISO_MINOR_UNITS corrects those, so 100000 HUF from a provider is 1,000.00 HUF here.
+Every place that turns minor units into an amount (or back) or into
 micros (millionths of the major unit, the cost basis of the reports) goes through here.
 """
 from __future__ import annotations

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from models import WebhookEvent, db
 from services.core.errors import NotFound
+from services.core.paging import keyset
 
 PROVIDERS = ("stripe", "razorpay", "customers")
 STATUSES = ("received", "processed", "failed", "ignored")
@@ -25,7 +26,7 @@ class EventPage:
 def search(*, provider: str = "", status: str = "", type: str = "", q: str = "",
            before_id: int | None = None, limit: int = 50) -> EventPage:
     """Events newest first, filtered by provider, status, type (prefix) and provider event id."""
-    stmt = select(WebhookEvent).order_by(WebhookEvent.id.desc())
+    stmt = select(WebhookEvent)
     if provider in PROVIDERS:
         stmt = stmt.where(WebhookEvent.provider == provider)
     if status in STATUSES:
@@ -34,12 +35,7 @@ def search(*, provider: str = "", status: str = "", type: str = "", q: str = "",
         stmt = stmt.where(WebhookEvent.type.startswith(type.strip(), autoescape=True))
     if q:
         stmt = stmt.where(WebhookEvent.event_id == q.strip())
-    if before_id:
-        stmt = stmt.where(WebhookEvent.id < before_id)
-    rows = list(db.session.scalars(stmt.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return EventPage(rows, rows[-1].id if more else None)
+    return EventPage(*keyset(stmt, WebhookEvent.id, cursor=before_id, limit=limit))
 
 
 def get(event_id: int) -> WebhookEvent:

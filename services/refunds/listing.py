@@ -8,6 +8,7 @@ from sqlalchemy.orm import joinedload
 
 from models import AuditLog, LedgerEntry, Payment, Refund, Staff, db
 from models.payment import REFUND_STATUSES
+from services.core.paging import ListFilters, keyset
 from services.ledger import customers as customer_service
 from services.refunds import eligibility
 from services.refunds.requests import get
@@ -17,7 +18,7 @@ PROVIDERS = ("stripe", "razorpay")
 
 
 @dataclass
-class Filters:
+class Filters(ListFilters):
     status: str = ""
     customer: str = ""
     provider: str = ""
@@ -29,14 +30,6 @@ class Filters:
         return cls(status=status if status in REFUND_STATUSES else "",
                    customer=(args.get("customer") or "").strip()[:320],
                    provider=provider if provider in PROVIDERS else "")
-
-    def args(self) -> dict[str, str]:
-        return {k: v for k, v in (("status", self.status), ("customer", self.customer),
-                                  ("provider", self.provider)) if v}
-
-    @property
-    def active(self) -> bool:
-        return bool(self.status or self.customer or self.provider)
 
 
 @dataclass
@@ -75,15 +68,11 @@ def page(filters: Filters, *, before_id: int | None = None, limit: int = 50) -> 
             .where(Payment.provider == filters.provider)
     if filters.status:
         q = q.where(Refund.status == filters.status)
-    if before_id is not None:
-        q = q.where(Refund.id < before_id)
-    rows = list(db.session.scalars(q.order_by(Refund.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_before = keyset(q, Refund.id, cursor=before_id, limit=limit)
     counts = dict.fromkeys(REFUND_STATUSES, 0)
     counts.update({st: int(n) for st, n in db.session.execute(counts_q)})
-    return Page(refunds=rows, more=more, next_before=rows[-1].id if more else None, counts=counts,
-                filters=filters,
+    return Page(refunds=rows, more=next_before is not None, next_before=next_before,
+                counts=counts, filters=filters,
                 staff=staff_emails(i for r in rows for i in (r.requested_by_id, r.approved_by_id)))
 
 

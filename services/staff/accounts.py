@@ -18,6 +18,7 @@ from models.staff import ROLES
 from services.core import audit
 from services.core.db import atomic, driver, run
 from services.core.errors import Conflict, NotFound, ValidationFailed
+from services.core.paging import keyset
 
 API_SCOPES = ("customers:read", "customers:write", "debits:write", "grants:write",
               "tasks:write", "payments:write")
@@ -212,7 +213,7 @@ def generate_password() -> str:
 def list_staff(*, q: str = "", role: str | None = None, status: str | None = None,
                after_id: int | None = None, limit: int = 50) -> Page:
     """Staff by id, filtered by text (email or name), role and active/inactive; keyset paged."""
-    stmt = select(Staff).order_by(Staff.id)
+    stmt = select(Staff)
     if q:
         like = f"%{q.strip().lower()}%"
         stmt = stmt.where(or_(Staff.email.like(like), func.lower(Staff.name).like(like)))
@@ -220,12 +221,7 @@ def list_staff(*, q: str = "", role: str | None = None, status: str | None = Non
         stmt = stmt.where(Staff.role == role)
     if status in ("active", "inactive"):
         stmt = stmt.where(Staff.active.is_(status == "active"))
-    if after_id:
-        stmt = stmt.where(Staff.id > after_id)
-    rows = list(db.session.scalars(stmt.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, rows[-1].id if more else None)
+    return Page(*keyset(stmt, Staff.id, cursor=after_id, limit=limit, newest_first=False))
 
 
 def get(staff_id: int) -> Staff:
@@ -325,17 +321,12 @@ def unlock(*, staff_id: int, by: Staff, ip: str | None = None) -> Staff:
 def list_api_keys(*, status: str | None = None, after_id: int | None = None,
                   limit: int = 50) -> Page:
     """API keys newest first, optionally only active or revoked; keyset paged."""
-    stmt = select(ApiKey).order_by(ApiKey.id.desc())
+    stmt = select(ApiKey)
     if status == "active":
         stmt = stmt.where(ApiKey.revoked_at.is_(None))
     elif status == "revoked":
         stmt = stmt.where(ApiKey.revoked_at.is_not(None))
-    if after_id:
-        stmt = stmt.where(ApiKey.id < after_id)
-    rows = list(db.session.scalars(stmt.limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, rows[-1].id if more else None)
+    return Page(*keyset(stmt, ApiKey.id, cursor=after_id, limit=limit))
 
 
 def get_api_key(key_id: int) -> ApiKey:

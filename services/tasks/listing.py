@@ -8,6 +8,7 @@ from sqlalchemy.orm import joinedload, noload
 
 from models import LedgerEntry, Task, TaskLog, db
 from models.task import TASK_STATUSES
+from services.core.paging import ListFilters, keyset
 from services.ledger import customers as customer_service
 from services.ledger.statement import actor_labels
 from services.tasks.prepaid import get
@@ -17,7 +18,7 @@ LOG_LIMIT = 200
 
 
 @dataclass
-class Filters:
+class Filters(ListFilters):
     status: str = ""
     customer: str = ""
     type: str = ""
@@ -28,14 +29,6 @@ class Filters:
         return cls(status=status if status in TASK_STATUSES else "",
                    customer=(args.get("customer") or "").strip()[:320],
                    type=(args.get("type") or "").strip()[:64])
-
-    def args(self) -> dict[str, str]:
-        return {k: v for k, v in (("status", self.status), ("customer", self.customer),
-                                  ("type", self.type)) if v}
-
-    @property
-    def active(self) -> bool:
-        return bool(self.status or self.customer or self.type)
 
 
 @dataclass
@@ -67,14 +60,10 @@ def page(filters: Filters, *, before_id: int | None = None, limit: int = 50) -> 
         counts_q = counts_q.where(Task.type == filters.type)
     if filters.status:
         q = q.where(Task.status == filters.status)
-    if before_id is not None:
-        q = q.where(Task.id < before_id)
-    rows = list(s.scalars(q.order_by(Task.id.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_before = keyset(q, Task.id, cursor=before_id, limit=limit)
     counts = dict.fromkeys(TASK_STATUSES, 0)
     counts.update({st: int(n) for st, n in s.execute(counts_q)})
-    return Page(tasks=rows, more=more, next_before=rows[-1].id if more else None, counts=counts,
+    return Page(tasks=rows, more=next_before is not None, next_before=next_before, counts=counts,
                 filters=filters, types=types())
 
 

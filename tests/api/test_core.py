@@ -8,11 +8,8 @@ from sqlalchemy import select
 
 from models import ApiKey, LedgerEntry, db, utcnow
 from services.staff import accounts as staff_service
-from tests import test_api_support as support
 from tests.conftest import build_app
-from tests.test_api_support import ApiClient, assert_error
-
-api, api_as = support.api, support.api_as  # fixtures
+from tests.helpers import ApiClient, assert_error
 
 
 def test_unknown_api_path_is_a_json_404(client):

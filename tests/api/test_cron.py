@@ -8,7 +8,7 @@ from sqlalchemy import func, select, text
 
 from models import CreditGrant, JobRun, db
 from services.ledger import posting as ledger
-from tests.test_api_support import assert_error
+from tests.helpers import assert_error
 
 URL = "/api/distribute-credits"
 CHALLENGE = 'Basic realm="Secure Area"'

@@ -6,10 +6,8 @@ from datetime import timedelta
 from models import CreditGrant, db, utcnow
 from services.ledger import customers
 from services.ledger import posting as ledger
-from tests import test_api_support as support
-from tests.test_api_support import assert_error, counts
-
-api, api_as = support.api, support.api_as  # fixtures
+from tests.api.helpers import counts
+from tests.helpers import ApiClient, assert_error
 
 
 def test_upsert_creates_then_updates(api, make):
@@ -163,5 +161,5 @@ def test_catalogue_lists_active_packages_and_plans(api, api_as, make):
                                            "price_minor": 500, "currency": "USD", "expiry_days": None}
     plans = api.get("/api/v1/plans")[1]["data"]["plans"]
     assert [p["code"] for p in plans] == ["free"]
-    assert_error(*support.ApiClient(api.client.application, None).get("/api/v1/plans")[:2],
+    assert_error(*ApiClient(api.client.application, None).get("/api/v1/plans")[:2],
                  "AUTH_UNAUTHORIZED", 401)

@@ -8,10 +8,8 @@ from sqlalchemy import func, select
 
 from models import Account, LedgerEntry, db
 from services.ledger import reconcile
-from tests import test_api_support as support
-from tests.test_api_support import assert_error, counts
-
-api, api_as = support.api, support.api_as  # fixtures
+from tests.api.helpers import counts
+from tests.helpers import assert_error
 
 
 def balance(customer_id: int) -> int:

@@ -14,10 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from models import Task, db
-from tests import test_api_support as support
-from tests.test_api_support import counts
-
-api = support.api  # fixture
+from tests.api.helpers import counts
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=False, print_blob=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

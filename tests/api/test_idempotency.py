@@ -9,10 +9,9 @@ from sqlalchemy import func, select
 
 from models import IdempotencyRecord, LedgerEntry, db, utcnow
 from services.ledger import idempotency as store
-from tests import test_api_support as support
-from tests.test_api_support import ApiClient, assert_error, counts
+from tests.api.helpers import counts
+from tests.helpers import ApiClient, assert_error
 
-api = support.api  # fixture
 DEBIT = {"feature": "chat", "credits": 7}
 
 

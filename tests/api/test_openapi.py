@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from dashboard.api.openapi import api_rules
-from tests.test_api_support import ApiClient
+from tests.helpers import ApiClient
 
 CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?(\w+)>")
 

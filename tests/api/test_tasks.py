@@ -5,10 +5,8 @@ from sqlalchemy import func, select
 
 from models import LedgerEntry, Task, db
 from services.ledger import posting as ledger
-from tests import test_api_support as support
-from tests.test_api_support import assert_error, counts
-
-api, api_as = support.api, support.api_as  # fixtures
+from tests.api.helpers import counts
+from tests.helpers import assert_error
 
 
 def test_create_charges_the_estimate_from_feature_pricing(api, make):

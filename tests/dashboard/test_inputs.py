@@ -16,7 +16,7 @@ import models as m
 from models import db
 from services.demo import dataset as demo
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 READS = [re.compile(r'args\.get(?:list)?\(\s*"(\w+)"'),
          re.compile(r'\b(?:int_arg|str_arg|date_arg)\(\s*"(\w+)"'),
          re.compile(r'^\s+(\w+)\s*=\s*\w+Field\(', re.M)]  # forms filled from request.args
@@ -172,7 +172,7 @@ def test_login_with_a_nul_is_a_400_not_a_500(app, client):
 
 
 def test_api_query_strings_refuse_nul_with_the_envelope(app, make):
-    from tests.test_api_support import ApiClient, assert_error
+    from tests.helpers import ApiClient, assert_error
 
     make.customer(external_id="nul-1")
     api = ApiClient(app, make.api_key()[1])

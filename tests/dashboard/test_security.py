@@ -27,7 +27,7 @@ from services.core import settings as settings_service
 from services.core.db import atomic
 from tests.helpers import StaffClient, csrf_from
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("support", "finance", "admin")
 XSS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>']
 XSS_MARKERS = ("<script>alert(1)", "<img src=x onerror")
@@ -444,7 +444,7 @@ def _attempt(client, email: str, password: str, ip: str = "10.0.0.1"):
 
 
 # Lock-out per account, the per-address guard, the redirect guard, HSTS and ProxyFix:
-# tests/test_dashboard_signin.py; across gunicorn workers: tests/server/test_staff_sessions.py.
+# tests/dashboard/test_signin.py; across gunicorn workers: tests/server/test_staff_sessions.py.
 
 
 def test_login_success_failure_and_logout_are_audited_without_secrets(app, make):

@@ -20,7 +20,7 @@ from models import CreditGrant, JobRun, db
 from services.jobs import distribution
 from services.ledger import reconcile
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _eligible(period: str) -> int:

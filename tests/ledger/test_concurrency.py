@@ -9,7 +9,7 @@ from models import LedgerEntry, db
 from services.core.errors import IdempotencyConflict
 from services.ledger import posting as ledger
 from services.ledger import reconcile
-from tests.concurrency_worker import debit_storm
+from tests.ledger.concurrency_worker import debit_storm
 
 
 @pytest.mark.pg

@@ -14,7 +14,7 @@ from services.ledger import posting as ledger
 from services.ledger import reconcile
 from tests.conftest import build_app
 from tests.factories import Factory
-from tests.test_api_support import ApiClient
+from tests.helpers import ApiClient
 
 pytestmark = pytest.mark.pg
 

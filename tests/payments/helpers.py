@@ -1,4 +1,4 @@
-"""Fixtures and helpers of the payment and webhook tests (holds no tests itself).
+"""Helpers of the payment and webhook tests (fixtures pay_app and pay_api: tests/conftest.py).
 
 The provider fakes are real HTTP servers on 127.0.0.1 driven by the real stripe and razorpay
 SDKs; webhooks are signed with the providers' own schemes (tests/fakes/signing.py).
@@ -7,30 +7,14 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from sqlalchemy import func, select
 
 from models import CreditGrant, LedgerEntry, Payment, Refund, WebhookEvent, db
+from tests.conftest import LIVE_SECRETS
 from tests.fakes import signing
-from tests.fakes.fixtures import razorpay_server, stripe_server  # noqa: F401 - fixtures
-from tests.test_api_support import ApiClient
+from tests.helpers import ApiClient
 
-CUSTOMER_SECRET = "customer-webhook-test-secret"
-
-
-@pytest.fixture
-def pay_app(app, stripe_server, razorpay_server):  # noqa: F811 - fixtures
-    """The app pointed at both provider fakes, with the customer webhook secret set."""
-    app.config.update(stripe_server.app_config(), **razorpay_server.app_config(),
-                      PAYMENT_PROVIDER_TIMEOUT=2, CUSTOMER_WEBHOOK_SECRET=CUSTOMER_SECRET)
-    return app
-
-
-@pytest.fixture
-def pay_api(pay_app, make):
-    """An API client whose key has the payments:write scope only."""
-    _, plain = make.api_key(scopes=["payments:write"])
-    return ApiClient(pay_app, plain)
+CUSTOMER_SECRET = LIVE_SECRETS["CUSTOMER_WEBHOOK_SECRET"]  # what pay_app configures
 
 
 def counts() -> dict[str, int]:

@@ -17,8 +17,6 @@ from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from tests.fakes import signing
 
-pytest_plugins = ["tests.fakes.fixtures"]
-
 
 @pytest.fixture
 def provider_app(payment_provider_config):

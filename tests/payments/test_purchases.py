@@ -4,9 +4,8 @@ from __future__ import annotations
 from models import CreditGrant, Customer, Payment, db, utcnow
 from services.ledger import reconcile
 from tests.fakes import signing
-from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
-from tests.test_api_payments_support import buy, counts, grants_of, payment, send_razorpay, verify
-from tests.test_api_support import ApiClient, assert_error
+from tests.helpers import ApiClient, assert_error
+from tests.payments.helpers import buy, counts, grants_of, payment, send_razorpay, verify
 
 # --- Stripe Checkout -----------------------------------------------------------------------------
 

@@ -10,8 +10,7 @@ from sqlalchemy import func, select
 from models import Account, LedgerEntry, Payment, WebhookEvent, db
 from services.ledger import reconcile
 from tests.fakes import signing
-from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
-from tests.test_api_payments_support import buy
+from tests.payments.helpers import buy
 
 PAYMENTS = 200
 CUSTOMERS = 20

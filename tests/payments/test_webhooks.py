@@ -14,8 +14,8 @@ from services.ledger import reconcile
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from tests.fakes import signing
-from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
-from tests.test_api_payments_support import (
+from tests.helpers import assert_error
+from tests.payments.helpers import (
     buy,
     counts,
     event_rows,
@@ -25,7 +25,6 @@ from tests.test_api_payments_support import (
     send_stripe,
     verify,
 )
-from tests.test_api_support import assert_error
 
 
 def balance(external_id: str) -> int:

@@ -9,9 +9,8 @@ from models import Customer, LedgerEntry, WebhookEvent, db
 from services.ledger import posting as ledger
 from services.ledger import reconcile
 from tests.fakes import signing
-from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
-from tests.test_api_payments_support import CUSTOMER_SECRET, counts, event_rows, send_customer
-from tests.test_api_support import assert_error
+from tests.helpers import assert_error
+from tests.payments.helpers import CUSTOMER_SECRET, counts, event_rows, send_customer
 
 URL = "/api/webhooks/customers"
 

@@ -7,9 +7,8 @@ import time
 import pytest
 
 from tests.fakes import signing
-from tests.test_api_payments_support import *  # noqa: F403 - fixtures and helpers
-from tests.test_api_payments_support import CUSTOMER_SECRET, event_rows, send_customer, send_stripe
-from tests.test_api_support import assert_error
+from tests.helpers import assert_error
+from tests.payments.helpers import CUSTOMER_SECRET, event_rows, send_customer, send_stripe
 
 # --- timestamp tolerance, both directions ------------------------------------------------------
 

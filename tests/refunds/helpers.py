@@ -6,8 +6,7 @@ from sqlalchemy import func, select
 from models import Customer, LedgerEntry, Payment, Refund, db
 from services.ledger import posting as ledger
 from tests.fakes import signing
-from tests.test_api_payments_support import *  # noqa: F403 - fixtures (pay_app, pay_api, fakes)
-from tests.test_api_payments_support import buy, send_razorpay, send_stripe, verify
+from tests.payments.helpers import buy, send_razorpay, send_stripe, verify
 
 
 def fresh(model, pk: int):

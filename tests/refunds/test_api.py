@@ -7,9 +7,8 @@ from sqlalchemy import select
 from models import AuditLog, Refund, db
 from services.ledger import reconcile
 from services.refunds import requests as refunds
-from tests.test_api_support import ApiClient, assert_error
-from tests.test_refunds_support import *  # noqa: F403 - fixtures
-from tests.test_refunds_support import clawbacks, stripe_purchase
+from tests.helpers import ApiClient, assert_error
+from tests.refunds.helpers import clawbacks, stripe_purchase
 
 
 def test_request_over_the_api_then_staff_approve_and_process(pay_app, pay_api, make,

@@ -10,8 +10,7 @@ from sqlalchemy import select
 from models import Payment, Refund, db, utcnow
 from services.ledger import reconcile
 from services.refunds import requests as refunds
-from tests.test_refunds_support import *  # noqa: F403 - fixtures
-from tests.test_refunds_support import balance_of, clawbacks, fresh, stripe_purchase
+from tests.refunds.helpers import balance_of, clawbacks, fresh, stripe_purchase
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from services.core.errors import Conflict, Forbidden, PaymentProviderError, Refu
 from services.ledger import reconcile
 from services.refunds import eligibility
 from services.refunds import requests as refunds
-from tests.test_refunds_support import *  # noqa: F403 - fixtures
-from tests.test_refunds_support import (
+from tests.refunds.helpers import (
     balance_of,
     clawbacks,
     fake_of,

@@ -1,15 +1,9 @@
-"""Fixtures and helpers for the runner and chat tests (imported by them; holds no tests itself).
-
-`ai` starts two fake OpenAI-compatible servers (primary and fallback) on 127.0.0.1 and points
-the app's AI_PROVIDERS at them, retries due at once (AI_RETRY_BASE_SECONDS=0) and polls leased
-for 0 s, so a test drives the loops by calling them.
-"""
+"""Helpers of the runner and chat tests (fixtures `fakes` and `ai`: tests/tasks/conftest.py)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
 from dataclasses import dataclass
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -30,21 +24,9 @@ class Fakes:
                            "AI_POLL_LEASE_SECONDS": 0, "AI_TASK_MAX_ATTEMPTS": 3, **config})
 
 
-@pytest.fixture
-def fakes() -> Iterator[Fakes]:
-    with FakeOpenAI(label="primary") as primary, FakeOpenAI(label="fallback") as fallback:
-        yield Fakes(primary, fallback)
-
-
 def configure_ai(app: Flask, fakes: Fakes, **config) -> Fakes:
     fakes.configure(app, **config)
     return fakes
-
-
-@pytest.fixture
-def ai(app, fakes) -> Fakes:
-    """Both fakes configured on the parametrized `app` (SQLite and PostgreSQL)."""
-    return configure_ai(app, fakes)
 
 
 def fresh(task_id: int) -> Task:
@@ -75,3 +57,26 @@ def entry_count(**where) -> int:
 
 def chat_input(text: str = "hello there", **extra) -> dict:
     return {"messages": [{"role": "user", "content": text}], **extra}
+
+
+HELLO = [{"role": "user", "content": "hello there"}]
+# services.tasks.runner.metering: prompt ceil(11/3) + 4 + 3 = 11 tokens, + max_tokens 50 = 61 credits
+# held at 1 credit per token. The fake counts words: prompt 8, answer "Echo: hello there" 3.
+HELD, ACTUAL = 61, 11
+
+
+def chat_url(external_id: str = "u1") -> str:
+    return f"/api/v1/customers/{external_id}/chat"
+
+
+def setup(make, credits: int = 1000, external_id: str = "u1"):
+    make.feature_price(feature="chat", credits_per_unit=1, unit="token")
+    return make.customer(external_id=external_id, credits=credits)
+
+
+def sse_events(raw: str) -> list[tuple[str, dict]]:
+    out = []
+    for block in raw.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines())
+        out.append((lines["event"], json.loads(lines["data"])))
+    return out

@@ -2,40 +2,12 @@
 hold an estimate, settle the actual tokens, refund the rest; fallback; refunds on failure."""
 from __future__ import annotations
 
-import json
-
 from models import Task, db
 from services.ledger import posting as ledger
 from services.ledger import reconcile
-from tests import test_api_support as api_support
-from tests import test_runner_support as support
-from tests.test_api_support import assert_error, counts
-from tests.test_runner_support import entries_of, log_messages
-
-api, api_as = api_support.api, api_support.api_as  # fixtures
-ai, fakes = support.ai, support.fakes
-
-HELLO = [{"role": "user", "content": "hello there"}]
-# services.tasks.runner.metering: prompt ceil(11/3) + 4 + 3 = 11 tokens, + max_tokens 50 = 61 credits
-# held at 1 credit per token. The fake counts words: prompt 8, answer "Echo: hello there" 3.
-HELD, ACTUAL = 61, 11
-
-
-def chat_url(external_id: str = "u1") -> str:
-    return f"/api/v1/customers/{external_id}/chat"
-
-
-def setup(make, credits: int = 1000, external_id: str = "u1"):
-    make.feature_price(feature="chat", credits_per_unit=1, unit="token")
-    return make.customer(external_id=external_id, credits=credits)
-
-
-def sse_events(raw: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in raw.strip().split("\n\n"):
-        lines = dict(line.split(": ", 1) for line in block.splitlines())
-        out.append((lines["event"], json.loads(lines["data"])))
-    return out
+from tests.api.helpers import counts
+from tests.helpers import ApiClient, assert_error
+from tests.tasks.helpers import ACTUAL, HELD, HELLO, chat_url, entries_of, log_messages, setup
 
 
 def test_chat_settles_the_actual_tokens_and_refunds_the_rest(api, ai, make):
@@ -124,7 +96,7 @@ def test_validation_auth_and_configuration_errors(api, api_as, ai, app, make):
     assert_error(*api.post(chat_url("nobody"), {"messages": HELLO})[:2], "CUSTOMER_NOT_FOUND", 404)
     assert_error(*api_as("debits:write").post(chat_url(), {"messages": HELLO})[:2],
                  "AUTH_FORBIDDEN", 403)
-    assert_error(*api_support.ApiClient(app, None).post(chat_url(), {"messages": HELLO})[:2],
+    assert_error(*ApiClient(app, None).post(chat_url(), {"messages": HELLO})[:2],
                  "AUTH_UNAUTHORIZED", 401)
     app.config["AI_PROVIDERS"] = []
     assert_error(*api.post(chat_url(), {"messages": HELLO})[:2], "AI_NOT_CONFIGURED", 503)
@@ -166,7 +138,7 @@ def test_chat_is_rate_limited_like_the_other_routes(tmp_path, fakes):
         _db.create_all()
         make = Factory()
         setup(make)
-        client = api_support.ApiClient(app, make.api_key()[1])
+        client = ApiClient(app, make.api_key()[1])
         codes = [client.post(chat_url(), {"messages": HELLO, "max_tokens": 5})[0] for _ in range(3)]
         assert codes == [200, 200, 429]
         assert len(fakes.primary.requests) == 2

@@ -9,14 +9,8 @@ from models import LedgerEntry, PromptCache, Task, db
 from services.ledger import posting as ledger
 from services.ledger import reconcile
 from services.tasks import chat
-from tests import test_api_support as api_support
-from tests import test_runner_support as support
-from tests.test_api_support import assert_error
-from tests.test_chat_api import ACTUAL, HELD, HELLO, chat_url, setup, sse_events
-from tests.test_runner_support import entries_of, log_messages
-
-api, api_as = api_support.api, api_support.api_as  # fixtures
-ai, fakes = support.ai, support.fakes
+from tests.helpers import assert_error
+from tests.tasks.helpers import ACTUAL, HELD, HELLO, chat_url, entries_of, log_messages, setup, sse_events
 
 
 def stream(api, body: dict, headers: dict | None = None):

@@ -16,9 +16,6 @@ from services.ledger import posting as ledger
 from services.ledger import reconcile
 from services.tasks import prepaid as tasks
 from services.tasks.runner import loops
-from tests import test_runner_support as support
-
-fakes = support.fakes  # fixture
 
 WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
 

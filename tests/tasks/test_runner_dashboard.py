@@ -7,10 +7,7 @@ import re
 from services.ledger import posting as ledger
 from services.tasks import prepaid as tasks
 from services.tasks.runner import loops
-from tests import test_runner_support as support
-from tests.test_runner_support import chat_input, fresh
-
-ai, fakes = support.ai, support.fakes  # fixtures
+from tests.tasks.helpers import chat_input, fresh
 
 
 def test_detail_and_list_show_provider_attempts_external_id_and_logs(ai, app, login, make):

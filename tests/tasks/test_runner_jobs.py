@@ -9,10 +9,7 @@ from jobs import JOBS, scheduler, schedules
 from jobs import run as run_job
 from models import JobRun, JobRunError, db
 from services.tasks import prepaid as tasks
-from tests import test_runner_support as support
-from tests.test_runner_support import chat_input, fresh
-
-ai, fakes = support.ai, support.fakes  # fixtures
+from tests.tasks.helpers import chat_input, fresh
 
 
 def runs() -> list[JobRun]:

@@ -11,10 +11,7 @@ from services.ledger import posting as ledger
 from services.ledger import reconcile
 from services.tasks import prepaid as tasks
 from services.tasks.runner import loops
-from tests import test_runner_support as support
-from tests.test_runner_support import chat_input, entries_of, fresh, log_messages
-
-ai, fakes = support.ai, support.fakes  # fixtures
+from tests.tasks.helpers import chat_input, entries_of, fresh, log_messages
 
 
 def test_sync_chat_task_runs_once_and_settles_the_actual_tokens(ai, make):

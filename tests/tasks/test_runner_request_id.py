@@ -6,13 +6,7 @@ from __future__ import annotations
 from models import Task, db
 from services.tasks import prepaid as tasks
 from services.tasks.runner import loops
-from tests import test_api_support as api_support
-from tests import test_runner_support as support
-from tests.test_chat_api import HELLO, chat_url, setup
-from tests.test_runner_support import chat_input, fresh
-
-api = api_support.api  # fixture
-ai, fakes = support.ai, support.fakes
+from tests.tasks.helpers import HELLO, chat_input, chat_url, fresh, setup
 
 
 def test_chat_calls_carry_the_api_request_id(api, ai, make):

@@ -19,8 +19,11 @@ from dashboard import create_app
 from models import db
 from services.core import settings as app_settings
 from tests.factories import Factory
-from tests.helpers import StaffClient
+from tests.helpers import ApiClient, StaffClient
 from tests.live import LiveServer, ai_env
+
+# stripe_server and razorpay_server: fresh provider doubles per test (tests/fakes/fixtures.py).
+pytest_plugins = ["tests.fakes.fixtures"]
 
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 
@@ -125,7 +128,7 @@ def _truncate_pg() -> None:
     The immutable ledger tables refuse TRUNCATE (BEFORE TRUNCATE triggers, migration 0010), and
     the app role may not TRUNCATE at all. So the harness, and only the harness, truncates as
     the owner (a superuser) with session_replication_role = replica for this one transaction:
-    triggers do not fire in replica mode. The app's role cannot set it (test_db_hardening.py).
+    triggers do not fire in replica mode. The app's role cannot set it (tests/ledger/test_db_hardening.py).
     """
     db.session.rollback()  # no lock of the app's session may make the TRUNCATE wait
     db.session.close()
@@ -223,8 +226,41 @@ def login(app, make):
     return _login
 
 
+@pytest.fixture
+def api(app, make):
+    """An API client holding a key with every scope."""
+    _, plain = make.api_key()
+    return ApiClient(app, plain)
+
+
+@pytest.fixture
+def api_as(app, make):
+    """api_as("debits:write", ...) -> a client whose key has exactly those scopes."""
+    def _client(*scopes: str) -> ApiClient:
+        _, plain = make.api_key(scopes=list(scopes))
+        return ApiClient(app, plain)
+    return _client
+
+
 LIVE_SECRETS = {"CRON_JOBS_USERNAME": "cron", "CRON_JOBS_PASSWORD": "cron-test-password",
                 "CUSTOMER_WEBHOOK_SECRET": "customer-webhook-test-secret"}
+
+
+@pytest.fixture
+def pay_app(app, stripe_server, razorpay_server):
+    """The app pointed at both provider fakes, with the customer webhook secret set
+    (tests/payments/, tests/refunds/)."""
+    app.config.update(stripe_server.app_config(), **razorpay_server.app_config(),
+                      PAYMENT_PROVIDER_TIMEOUT=2,
+                      CUSTOMER_WEBHOOK_SECRET=LIVE_SECRETS["CUSTOMER_WEBHOOK_SECRET"])
+    return app
+
+
+@pytest.fixture
+def pay_api(pay_app, make):
+    """An API client whose key has the payments:write scope only."""
+    _, plain = make.api_key(scopes=["payments:write"])
+    return ApiClient(pay_app, plain)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""A test client that signs in as a staff member and sends the CSRF token like htmx does."""
+"""Test clients shared by every folder: StaffClient (signs in, sends the CSRF token like htmx
+does) and ApiClient (a bearer key), and the check of the API's error envelope."""
 from __future__ import annotations
 
 import re
@@ -40,3 +41,35 @@ class StaffClient:
         if csrf:
             headers["X-CSRFToken"] = self.token
         return self.client.post(url, data=data or {}, headers=headers, **kw)
+
+
+class ApiClient:
+    """Flask's test client with a bearer key; answers (status, envelope, response)."""
+
+    def __init__(self, app, key: str | None):
+        self.client, self.key = app.test_client(), key
+
+    def headers(self, extra: dict | None = None) -> dict:
+        h = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        return {**h, **(extra or {})}
+
+    def call(self, method: str, path: str, body=None, *, headers: dict | None = None, **kw):
+        if body is not None:
+            kw["json"] = body
+        resp = self.client.open(path, method=method, headers=self.headers(headers), **kw)
+        return resp.status_code, resp.get_json(silent=True), resp
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body, **kw)
+
+    def put(self, path, body=None, **kw):
+        return self.call("PUT", path, body, **kw)
+
+
+def assert_error(status, body, code: str, http: int, retryable: bool = False) -> None:
+    assert status == http, body
+    assert body["success"] is False and body["code"] == code, body
+    assert body["retryable"] is retryable and isinstance(body["error"], str) and body["error"]

@@ -6,7 +6,7 @@ wrapped in the success envelope, and one response per status the route can answe
 ErrorBody for errors). spectree reads the path parameters from the URL rule, the body, query and
 header parameters from the models, the summary from the view's docstring, and builds the
 document from the URL map, so a route and its documentation cannot drift apart;
-tests/test_api_openapi.py fails for a route under /api that is not described.
+tests/api/test_openapi.py fails for a route under /api that is not described.
 
 Validation itself stays ours (the 422 VALIDATION_ERROR envelope with field details): the plugin
 below documents only and calls the view untouched, so streamed bodies stay streamed.

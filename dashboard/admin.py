@@ -11,6 +11,7 @@ from flask_admin import Admin, AdminIndexView, expose
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import current_user
+from sqlalchemy import Integer
 
 import models
 from dashboard.auth import can, require
@@ -47,6 +48,15 @@ class ReadOnlyView(_Guard, ModelView):
 
     def get_actions_list(self):  # no bulk actions at all
         return [], {}
+
+    def get_one(self, id):
+        """The row, or None for an id that cannot be one: Flask-Admin casts `?id=` itself, and
+        junk or an out-of-range number reached PostgreSQL as a DataError (a 500)."""
+        if isinstance(self.model.__mapper__.primary_key[0].type, Integer):
+            text = str(id)
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
+                return None
+        return super().get_one(id)
 
 
 class StaffView(ReadOnlyView):

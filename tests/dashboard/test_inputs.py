@@ -193,3 +193,13 @@ def test_api_query_strings_refuse_nul_with_the_envelope(app, make):
             url = rule.rule.replace("<external_id>", "nul-1").replace("<int:task_id>", "1")
             url = re.sub(r"<[^>]+>", "1", url)
             assert api.get(f"{url}?cursor=%00&limit=%00&q=%00")[0] < 500, url
+
+
+@pytest.mark.parametrize("junk", ["abc", "²", "9" * 25, "-1", "1.5"])
+def test_database_browser_details_with_a_junk_id_is_no_row_not_a_500(login, make, junk):
+    admin = login("admin")
+    make.customer()
+    for view in ("db_customers", "db_ledger_entries", "db_settings"):
+        resp = admin.get(f"/admin/db/{view}/details/?id={junk}")
+        assert resp.status_code in (302, 404), (view, junk, resp.status_code)
+    assert admin.get(f"/admin/db/db_customers/details/?id={make.customer().id}").status_code == 200

@@ -122,11 +122,24 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "body"
 
 
+def _message(e: dict) -> str:
+    """pydantic's message, except that a length limit on text talks about characters (a limit
+    applied after a validator says "items", whatever the type)."""
+    ctx, given = e.get("ctx") or {}, e.get("input")
+    if isinstance(given, str) and e["type"] == "too_short":
+        n = ctx.get("min_length")
+        return f"Text should have at least {n} character{'s' if n != 1 else ''}"
+    if isinstance(given, str) and e["type"] == "too_long":
+        n = ctx.get("max_length")
+        return f"Text should have at most {n} character{'s' if n != 1 else ''}"
+    return e["msg"]
+
+
 def validation_details(err: ValidationError) -> dict[str, str]:
     details: dict[str, str] = {}
-    for e in err.errors(include_url=False, include_input=False, include_context=False):
-        where = _loc(e["loc"])
-        details[where] = f"{details[where]}; {e['msg']}" if where in details else e["msg"]
+    for e in err.errors(include_url=False):  # the input only decides the wording; never echoed
+        where, msg = _loc(e["loc"]), _message(e)
+        details[where] = f"{details[where]}; {msg}" if where in details else msg
     return details
 
 

@@ -57,6 +57,9 @@ def test_api_refusals(pay_app, pay_api, make, stripe_server):
     assert_error(status, body, "NOT_FOUND", 404)
     status, body, _ = pay_api.post(url, {"payment_id": p.id, "reason": "  "})
     assert_error(status, body, "VALIDATION_ERROR", 422)
+    status, body, _ = pay_api.post(url, {"payment_id": p.id, "reason": "ab"})
+    assert_error(status, body, "VALIDATION_ERROR", 422)
+    assert body["details"]["reason"] == "Text should have at least 3 characters"
     status, body, _ = pay_api.post(url, {"payment_id": "1", "reason": "string id"})
     assert_error(status, body, "VALIDATION_ERROR", 422)
     _, plain = make.api_key(scopes=["customers:read"])

@@ -24,16 +24,18 @@ migrate: install
 demo: migrate
 	$(FLASK) seed-demo --if-empty
 
-## run: install, migrate, load demo data once, serve the dashboard on 127.0.0.1:5000
+PORT ?= 5000
+
+## run: install, migrate, load demo data once, serve the dashboard on 127.0.0.1:$(PORT) (PORT=8080 make run)
 run: demo
 	@echo ""
-	@echo "  Creditdesk is starting on http://127.0.0.1:5000"
+	@echo "  Creditdesk is starting on http://127.0.0.1:$(PORT)"
 	@echo "  Sign in as admin@creditdesk.test / demo-admin-password"
 	@echo "  (also support@creditdesk.test / demo-support-password, finance@creditdesk.test / demo-finance-password)"
 	@echo ""
 	@echo "  Rate-limit counters: $(if $(REDIS_URL),Redis at $(REDIS_URL),in memory (no Redis answered on 127.0.0.1:6379))"
 	SESSION_COOKIE_SECURE=0 SCHEDULER_ENABLED=$${SCHEDULER_ENABLED:-1} LOG_JSON=$${LOG_JSON:-0} \
-	  REDIS_URL="$(REDIS_URL)" $(FLASK) run --host 127.0.0.1 --port 5000
+	  REDIS_URL="$(REDIS_URL)" $(FLASK) run --host 127.0.0.1 --port $(PORT)
 
 ## test: the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 test: install

@@ -43,3 +43,13 @@ def test_customer_search_and_ledger(login, make):
 
 def test_unknown_customer_is_404(login):
     assert login("support").get("/customers/999999").status_code == 404
+
+
+def test_make_run_serves_on_the_port_it_prints():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(["make", "-n", "run", "PORT=5077"], cwd=root, capture_output=True,
+                         text=True, check=True).stdout
+    assert "http://127.0.0.1:5077" in out and "--port 5077" in out and "5000" not in out

@@ -12,6 +12,7 @@ exact row count, whether it completed, and the time it took is committed after t
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ BATCH = 2000
 BYTES_PER_ROW = 135  # measured (bench/export.py: 131 MB for 1,001,792 rows), for the size estimate
 
 
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")[:32]
+
+
 @dataclass
 class Export:
     filters: Filters
@@ -79,9 +84,13 @@ class Export:
 
     @property
     def filename(self) -> str:
+        """Named after its filters, e.g. transactions-2026-11-01-2026-11-30_debit_chat-<time>Z.csv
+        (`all` when unfiltered); only [a-z0-9._-], so the header needs no quoting rules."""
         f = self.filters
-        span = "-".join(d.isoformat() for d in (f.date_from, f.date_to) if d) or "all"
-        return f"transactions-{span}-{utcnow():%Y%m%dT%H%M%S}Z.csv"
+        parts = ["-".join(d.isoformat() for d in (f.date_from, f.date_to) if d),
+                 *(_slug(v) for v in (f.type, f.feature, f.customer, f.reference))]
+        name = "_".join(p for p in parts if p) or "all"
+        return f"transactions-{name}-{utcnow():%Y%m%dT%H%M%S}Z.csv"
 
     def described(self) -> dict[str, str]:
         return self.filters.args()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 import tracemalloc
 from datetime import timedelta
 
@@ -222,3 +223,14 @@ def test_export_of_200000_rows_streams_with_bounded_memory(login, make):
     assert peak < 50e6  # a generous bound, far below the file itself
     audit = db.session.scalars(select(AuditLog).where(AuditLog.action == "transactions.export")).one()
     assert audit.after["rows"] == n and audit.after["complete"] is True
+
+
+def test_the_file_is_named_after_its_filters(login, make):
+    staff = login("finance")
+    c = make.customer(email="Ana.Lopez@example.com", credits=10)
+    named = staff.get(f"/transactions/export.csv?from=2026-11-01&to=2026-11-30&type=grant"
+                      f"&customer={c.email}").headers["Content-Disposition"]
+    assert re.fullmatch(r'attachment; filename="transactions-2026-11-01-2026-11-30_grant_'
+                        r'ana.lopez-example.com-\d{8}T\d{6}Z\.csv"', named), named
+    plain = staff.get("/transactions/export.csv").headers["Content-Disposition"]
+    assert re.fullmatch(r'attachment; filename="transactions-all-\d{8}T\d{6}Z\.csv"', plain), plain

@@ -8,9 +8,12 @@ CUSTOMER_WEBHOOK_MISCONFIGURED): an unsigned door into customer data is never op
 
 Body: `{"id": "evt_..", "type": "customer.created|customer.updated|customer.deleted",
 "created": <unix>?, "data": {"external_id", "email"?, "name"?, "plan"?, "credit_delta"?,
-"reason"?}}`. One transaction per event: the upsert (or soft delete, which keeps the ledger) and
-the optional `credit_delta` adjustment (ledger key `customer-webhook:<event id>`) commit together
-or not at all. Idempotent by event id: a redelivery of a processed event changes nothing.
+"credits_remaining"?, "reason"?}}` (camelCase `creditDelta`/`creditsRemaining` too). One
+transaction per event: the upsert (or soft delete, which keeps the ledger) and the optional
+adjustment commit together or not at all: `credit_delta` moves the balance by that much,
+`credits_remaining` sets it (one adjustment entry up or down, computed under the account lock);
+both are ledger-keyed `customer-webhook:<event id>`. Idempotent by event id: a redelivery of a
+processed event changes nothing.
 """
 from __future__ import annotations
 
@@ -22,7 +25,15 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from sqlalchemy import select
 
 from models import Customer, WebhookEvent, utcnow
@@ -58,7 +69,17 @@ class CustomerData(BaseModel):
     plan: Annotated[str, StringConstraints(max_length=64)] | None = None
     credit_delta: int | None = Field(default=None, ge=-MAX_DELTA, le=MAX_DELTA,
                                      validation_alias=AliasChoices("credit_delta", "creditDelta"))
+    # The balance the product wants the customer to have: one adjustment entry up or down.
+    credits_remaining: int | None = Field(
+        default=None, ge=0, le=MAX_DELTA,
+        validation_alias=AliasChoices("credits_remaining", "creditsRemaining"))
     reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _one_way_to_move_credits(self) -> CustomerData:
+        if self.credit_delta is not None and self.credits_remaining is not None:
+            raise ValueError("send credit_delta or credits_remaining, not both")
+        return self
 
 
 class CustomerEvent(BaseModel):
@@ -178,9 +199,17 @@ def _change(s, event: CustomerEvent, actor: Actor) -> tuple[str, str | None, Cus
     name = d.name if d.name is not None else (c.name if c is not None else "")
     customer, _ = customers.upsert(external_id=d.external_id, email=email, name=name,
                                    plan_code=d.plan or None)
-    if d.credit_delta:
-        ledger.adjust(customer_id=customer.id, credits=d.credit_delta, actor=actor,
-                      reason=d.reason or f"{event.type} credit_delta", key=f"customer-webhook:{event.id}")
+    delta, why = d.credit_delta, f"{event.type} credit_delta"
+    if d.credits_remaining is not None:
+        # Under the account lock, after the due expiries: the balance the delta starts from is
+        # the one the customer can spend, and nothing moves it before this transaction ends.
+        account = ledger.lock_account(s, customer_id=customer.id)
+        ledger.expire_due(s, account, utcnow(), actor)
+        delta, why = d.credits_remaining - account.balance, \
+            f"{event.type} credits_remaining={d.credits_remaining}"
+    if delta:
+        ledger.adjust(customer_id=customer.id, credits=delta, actor=actor, reason=d.reason or why,
+                      key=f"customer-webhook:{event.id}")
     return "processed", None, customer
 
 

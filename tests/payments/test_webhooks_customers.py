@@ -150,3 +150,32 @@ def test_invalid_bodies_are_422_and_write_nothing(pay_app):
     status, body = send_customer(client, event("evt_9", "customer.updated", "new-user"))
     assert_error(status, body, "VALIDATION_ERROR", 422)  # a new customer needs an email
     assert counts()["LedgerEntry"] == before["LedgerEntry"] and customer("x") is None
+
+
+def test_credits_remaining_sets_the_balance_with_one_adjustment_each_way(pay_app):
+    client = pay_app.test_client()
+    send_customer(client, event("evt_1", "customer.created", email="a@example.com", credit_delta=50))
+    up = send_customer(client, event("evt_2", "customer.updated", creditsRemaining=200))
+    down = send_customer(client, event("evt_3", "customer.updated", credits_remaining=30))
+    again = send_customer(client, event("evt_3", "customer.updated", credits_remaining=30))
+    same = send_customer(client, event("evt_4", "customer.updated", credits_remaining=30))
+
+    assert [r[1]["data"]["balance"] for r in (up, down, again, same)] == [200, 30, None, 30]
+    assert again[1]["data"]["duplicate"] is True
+    c = customer()
+    rows = db.session.execute(select(LedgerEntry.amount, LedgerEntry.idempotency_key)
+                              .where(LedgerEntry.customer_id == c.id).order_by(LedgerEntry.id)).all()
+    assert [tuple(r) for r in rows] == [(50, "customer-webhook:evt_1"), (150, "customer-webhook:evt_2"),
+                                        (-170, "customer-webhook:evt_3")]
+    assert ledger.balance(c.id) == 30 and reconcile.run().ok
+
+
+def test_credits_remaining_and_credit_delta_together_or_negative_are_422(pay_app):
+    client = pay_app.test_client()
+    both = send_customer(client, event("evt_1", "customer.created", email="a@example.com",
+                                       credit_delta=5, credits_remaining=10))
+    negative = send_customer(client, event("evt_2", "customer.created", email="a@example.com",
+                                           credits_remaining=-1))
+    assert_error(both[0], both[1], "VALIDATION_ERROR", 422)
+    assert_error(negative[0], negative[1], "VALIDATION_ERROR", 422)
+    assert customer() is None

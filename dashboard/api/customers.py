@@ -1,4 +1,5 @@
-"""Customers over the API: upsert, profile with balance and grants, ledger, grants, refund eligibility."""
+"""Customers over the API: upsert, profile with balance and grants, ledger, usage, grants, refund
+eligibility."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +13,7 @@ from dashboard.api.core import describe, ok, parse, path_text, query
 from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
 from services.core.errors import ValidationFailed
-from services.ledger import customers
+from services.ledger import customers, usage
 from services.ledger import posting as ledger
 from services.refunds import eligibility
 
@@ -94,6 +95,18 @@ def ledger_page(external_id: str):
     page, more = rows[:args.limit], len(rows) > args.limit
     return ok({"entries": [entry_json(e) for e in page],
                "next_cursor": encode_cursor(page[-1].id) if more else None})
+
+
+@bp.get("/<external_id>/usage")
+@describe(summary="Credits spent per feature and per day, refunds and totals for a period",
+          query=sc.UsageQuery, response=sc.UsageOut, scopes=("customers:read",),
+          errors=("CUSTOMER_NOT_FOUND",), tag="customers")
+@api_key_required("customers:read")
+def usage_summary(external_id: str):
+    args = query(sc.UsageQuery)
+    c = _customer(external_id)
+    date_from, date_to = usage.period(args.date_from, args.date_to, today=utcnow().date())
+    return ok(usage.summary(customer_id=c.id, date_from=date_from, date_to=date_to))
 
 
 @bp.post("/<external_id>/grants")

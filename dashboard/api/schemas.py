@@ -6,12 +6,13 @@ strings or booleans), text has a bounded length.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -171,6 +172,49 @@ class EntryOut(BaseModel):
 class LedgerPage(BaseModel):
     entries: list[EntryOut]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+def _iso_day(value: Any) -> Any:
+    """YYYY-MM-DD only: pydantic would also read `0` or `1700000000` as a date (unix time)."""
+    if isinstance(value, str) and not (len(value) == 10 and value[4] == value[7] == "-"
+                                       and value.replace("-", "").isascii()
+                                       and value.replace("-", "").isdigit()):
+        raise ValueError("a date is YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_day)]
+
+
+class UsageQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    date_from: Day | None = Field(None, alias="from", description="first UTC day (YYYY-MM-DD); "
+                                  "29 days before `to` when absent")
+    date_to: Day | None = Field(None, alias="to", description="last UTC day, inclusive; today "
+                                "when absent; at most 366 days after `from`")
+
+
+class UsageFigures(BaseModel):
+    spent: int = Field(description="credits debited")
+    refunded: int = Field(description="credits of those debits given back")
+    net: int = Field(description="spent - refunded")
+    debits: int = Field(description="number of debit entries")
+
+
+class FeatureUsage(UsageFigures):
+    feature: str | None
+
+
+class DayUsage(UsageFigures):
+    day: str = Field(description="UTC day, YYYY-MM-DD")
+
+
+class UsageOut(BaseModel):
+    from_: str = Field(alias="from")
+    to: str
+    totals: UsageFigures
+    by_feature: list[FeatureUsage]
+    by_day: list[DayUsage] = Field(description="days with movements only, oldest first")
 
 
 class DebitOut(BaseModel):

@@ -75,6 +75,37 @@ def test_ledger_rejects_bad_limit_and_cursor(api, make):
     assert api.get("/api/v1/customers/l-2/ledger?limit=200")[0] == 200
 
 
+def test_usage_sums_spending_per_feature_and_day_net_of_refunds(api, make):
+    c = make.customer(external_id="u-1", credits=100)
+    make.customer(external_id="u-other", credits=100)
+    chat = [ledger.debit(customer_id=c.id, credits=n, feature="chat") for n in (10, 5)]
+    ledger.debit(customer_id=c.id, credits=7, feature="image")
+    ledger.refund(entry_id=chat[0].id, credits=4, reason="partial failure")
+    ledger.debit(external_id="u-other", credits=50, feature="chat")
+    status, body, _ = api.get("/api/v1/customers/u-1/usage")
+    assert status == 200, body
+    u, today = body["data"], utcnow().date()
+    assert (u["from"], u["to"]) == ((today - timedelta(days=29)).isoformat(), today.isoformat())
+    assert u["totals"] == {"spent": 22, "refunded": 4, "net": 18, "debits": 3}
+    assert u["by_feature"] == [
+        {"feature": "chat", "spent": 15, "refunded": 4, "net": 11, "debits": 2},
+        {"feature": "image", "spent": 7, "refunded": 0, "net": 7, "debits": 1}]
+    assert u["by_day"] == [{"day": today.isoformat(), "spent": 22, "refunded": 4, "net": 18,
+                            "debits": 3}]
+    past = api.get("/api/v1/customers/u-1/usage?from=2020-01-01&to=2020-01-31")[1]["data"]
+    assert past["totals"]["spent"] == 0 and past["by_feature"] == [] and past["by_day"] == []
+
+
+def test_usage_refuses_bad_periods(api, make):
+    make.customer(external_id="u-2")
+    for q in ["from=2026-02-01&to=2026-01-01", "from=2024-01-01&to=2026-01-01", "from=x",
+              "to=2026-13-01", "days=3", "to=0", "from=1700000000", "to=2026-1-1"]:
+        status, body, _ = api.get(f"/api/v1/customers/u-2/usage?{q}")
+        assert_error(status, body, "VALIDATION_ERROR", 422)
+    status, body, _ = api.get("/api/v1/customers/nobody/usage")
+    assert_error(status, body, "CUSTOMER_NOT_FOUND", 404)
+
+
 def test_grant_adds_a_bucket_with_expiry(api, make):
     c = make.customer(external_id="g-1")
     when = (utcnow() + timedelta(days=30)).replace(microsecond=0)

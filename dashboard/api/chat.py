@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from flask import Blueprint, Response, g, request
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
+from dashboard.api import limits
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok, parse, path_text
 from dashboard.api.idempotency import idempotent, key_from_header
@@ -86,6 +87,7 @@ def _wants_stream(body: ChatIn) -> bool:
 def create(external_id: str):
     body = parse(ChatIn)
     path_text(external_id)
+    limits.check_customer(external_id)
     if _wants_stream(body):
         return _stream(external_id, body)
     return _complete(external_id=external_id)

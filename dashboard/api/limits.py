@@ -36,9 +36,6 @@ DEFAULT_IP_LIMIT = "120 per minute"
 DEFAULT_CUSTOMER_LIMIT = "600 per minute"
 # A hung Redis must not hang a debit: give up quickly, log, allow.
 REDIS_TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.5}
-# Endpoints limited per customer before the view runs, keyed by their URL's external_id. The chat
-# route is limited here so that its module needs no call of its own.
-CUSTOMER_ENDPOINTS = {"api_chat.create"}
 
 
 def _limiter() -> Limiter | None:
@@ -176,12 +173,6 @@ def check_batch(customers: list[str]) -> dict[int, RateLimited]:
     return refused
 
 
-def _customer_endpoints() -> None:
-    if (request.method == "POST" and request.endpoint in CUSTOMER_ENDPOINTS
-            and current_api_key() is not None and request.view_args):
-        check_customer(request.view_args.get("external_id", ""))
-
-
 def _retry_after_header(resp):
     if resp.status_code == 429 and "Retry-After" not in resp.headers and g.get("retry_after"):
         resp.headers["Retry-After"] = str(g.retry_after)
@@ -231,7 +222,6 @@ def init_app(app: Flask) -> Limiter:
                                  "'600 per minute' or '10/second; 500/hour')") from None
     app.extensions["creditdesk_limiter"] = limiter
     app.extensions["creditdesk_limit_prefix"] = prefix
-    app.before_request(_customer_endpoints)
     app.after_request(_retry_after_header)
     if (limiter.enabled and cfg["RATELIMIT_STORAGE_URI"].startswith("memory")
             and cfg.get("WEB_CONCURRENCY", 1) > 1):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 from dashboard.api import limits
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok, parse, path_text
-from dashboard.api.idempotency import idempotent, key_from_header
+from dashboard.api.idempotency import idempotent, key_from_header, scoped
 from dashboard.api.schemas import Body, ErrorBody
 from services.tasks import chat
 
@@ -111,7 +111,7 @@ def _stream(external_id: str, body: ChatIn) -> Response:
     """A stream cannot be replayed: its Idempotency-Key keys the hold instead, so a duplicate is
     409 IDEMPOTENCY_KEY_IN_USE while the first runs and 409 CONFLICT after, never a second charge."""
     raw = key_from_header()
-    key = f"k{g.api_key.id}:{raw}" if raw else None  # scoped to the API key, like the store's
+    key = scoped(raw)  # scoped to the API key, like the store's
     events = chat.stream(external_id=external_id, messages=_messages(body), model=body.model,
                          max_tokens=body.max_tokens, key=key, actor=g.actor)
 

@@ -4,6 +4,7 @@ from models.base import db, utcnow
 from models.catalog import CreditPackage, FeaturePrice, Plan, Setting, SettingChange
 from models.chat import PromptCache
 from models.customer import Account, Customer
+from models.event import OutboxEvent
 from models.job import JobRun, JobRunError, WebhookEvent
 from models.ledger import Allocation, CreditGrant, IdempotencyRecord, LedgerEntry
 from models.payment import Payment, Refund
@@ -14,7 +15,7 @@ from models.task import Task, TaskLog
 __all__ = [
     "db", "utcnow", "Account", "AdjustmentRequest", "Allocation", "ApiKey", "AuditLog",
     "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
-    "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "Payment", "Plan", "PromptCache",
-    "Refund", "Setting", "SettingChange", "Staff", "StatementSummary", "Task", "TaskLog",
-    "WebhookEvent",
+    "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "OutboxEvent", "Payment",
+    "Plan", "PromptCache", "Refund", "Setting", "SettingChange", "Staff", "StatementSummary", "Task",
+    "TaskLog", "WebhookEvent",
 ]

@@ -10,16 +10,17 @@ OURS = ("dashboard", "services", "jobs", "models")
 # What each services package may import besides itself (docs/architecture.md).
 ALLOWED = {
     "core": set(),
-    "ledger": {"core"},
+    "events": {"core"},
+    "ledger": {"core", "events"},
     "catalog": {"core", "ledger"},
     "providers": {"core"},
-    "refunds": {"core", "ledger", "providers"},
-    "payments": {"core", "ledger", "catalog", "providers", "refunds"},
-    "tasks": {"core", "ledger", "catalog"},
-    "reporting": {"core", "ledger", "refunds"},
-    "staff": {"core", "ledger"},
-    "jobs": {"core", "ledger", "catalog"},
-    "demo": {"core", "ledger", "catalog", "staff"},
+    "refunds": {"core", "ledger", "providers", "events"},
+    "payments": {"core", "ledger", "catalog", "providers", "refunds", "events"},
+    "tasks": {"core", "ledger", "catalog", "events"},
+    "reporting": {"core", "ledger", "refunds", "events"},
+    "staff": {"core", "ledger", "events"},
+    "jobs": {"core", "ledger", "catalog", "events"},
+    "demo": {"core", "ledger", "catalog", "staff", "events"},
 }
 
 

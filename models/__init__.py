@@ -1,5 +1,6 @@
 """All models, imported in one place so that metadata and Alembic see every table."""
 from models.analytics import LedgerDaily, LedgerRollupState
+from models.autotopup import AutoTopup, AutoTopupAttempt
 from models.base import db, utcnow
 from models.catalog import CreditPackage, FeaturePrice, Plan, Setting, SettingChange
 from models.chat import PromptCache
@@ -14,6 +15,7 @@ from models.task import Task, TaskLog
 
 __all__ = [
     "db", "utcnow", "Account", "AdjustmentRequest", "Allocation", "ApiKey", "AuditLog",
+    "AutoTopup", "AutoTopupAttempt",
     "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
     "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "OutboxEvent", "Payment",
     "Plan", "PromptCache", "Refund", "Setting", "SettingChange", "Staff", "StatementSummary", "Task",

@@ -5,7 +5,7 @@ import secrets
 import sys
 
 import click
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import with_appcontext
 
 from models.staff import ROLES
@@ -13,6 +13,7 @@ from services.core.errors import ServiceError
 from services.ledger import reconcile as reconcile_service
 from services.ledger import rollup as ledger_rollup
 from services.payments import reconcile as payment_reconcile
+from services.payments import sandbox as sandbox_service
 from services.staff import accounts as staff_service
 
 
@@ -144,7 +145,66 @@ def rollup_ledger(full: bool) -> None:
                f"complete through {res.rolled_through}.")
 
 
+@click.group("sandbox")
+def sandbox() -> None:
+    """Play the customer of the local provider doubles (docs/payments.md, "Sandbox")."""
+
+
+def _webhook_base(url: str | None) -> str:
+    cfg = current_app.config
+    return url or cfg.get("SANDBOX_WEBHOOK_URL") or cfg.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000"
+
+
+def _run_sandbox(action, **kw) -> None:
+    try:
+        result = action(**kw)
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"{result.action.capitalize()} payment #{result.payment_id} at the {result.provider} "
+               f"double ({result.reference}).")
+    for d in result.deliveries:
+        click.echo(f"  {d.type}: HTTP {d.http_status}, {d.status}{' (duplicate)' if d.duplicate else ''}")
+
+
+@sandbox.command("pay")
+@click.argument("reference")
+@click.option("--url", help="Base URL of the running Creditdesk that receives the webhooks "
+              "(default: SANDBOX_WEBHOOK_URL, else PUBLIC_BASE_URL).")
+@with_appcontext
+def sandbox_pay(reference: str, url: str | None) -> None:
+    """Pay a Checkout Session / Razorpay order (or our payment id) and send its webhooks."""
+    _run_sandbox(sandbox_service.pay, reference=reference, webhook_base=_webhook_base(url))
+
+
+@sandbox.command("refund")
+@click.argument("reference")
+@click.option("--amount", type=click.IntRange(min=1), help="Minor units; all that is left when omitted.")
+@click.option("--url", help="Base URL of the running Creditdesk that receives the webhooks.")
+@with_appcontext
+def sandbox_refund(reference: str, amount: int | None, url: str | None) -> None:
+    """Refund a paid payment (our id, pi_/pay_ id, or session/order id) and send its webhooks."""
+    _run_sandbox(sandbox_service.refund, reference=reference, amount_minor=amount,
+                 webhook_base=_webhook_base(url))
+
+
+@sandbox.command("list")
+@with_appcontext
+def sandbox_list() -> None:
+    """Checkouts and orders waiting to be paid, and payments the sandbox can refund."""
+    for provider, reason in sandbox_service.availability().items():
+        click.echo(f"{provider}: {'local double' if reason is None else 'unavailable: ' + reason}")
+    for title, rows, ref in (("Waiting for payment", sandbox_service.pending(), "provider_order_id"),
+                             ("Paid in the sandbox", sandbox_service.refundable(), "provider_payment_id")):
+        click.echo(f"\n{title}:")
+        if not rows:
+            click.echo("  (none)")
+        for r in rows:
+            p = r.payment
+            click.echo(f"  #{p.id}  {p.provider:8}  {getattr(p, ref)}  {p.credits:,} credits  "
+                       f"{p.amount_minor:,} {p.currency}  {r.email}  [{p.status}]")
+
+
 def init_app(app: Flask) -> None:
     for command in (create_staff, create_api_key, reconcile, seed_demo, create_db_role,
-                    reconcile_payments, rollup_ledger):
+                    reconcile_payments, rollup_ledger, sandbox):
         app.cli.add_command(command)

@@ -107,6 +107,9 @@ def from_env() -> dict:
         "RAZORPAY_WEBHOOK_SECRET": os.environ.get("RAZORPAY_WEBHOOK_SECRET"),
         "RAZORPAY_API_BASE": os.environ.get("RAZORPAY_API_BASE"),
         "CUSTOMER_WEBHOOK_SECRET": os.environ.get("CUSTOMER_WEBHOOK_SECRET"),
+        # The sandbox (docs/payments.md): "auto" acts only for providers on local doubles; "0" off.
+        "PAYMENT_SANDBOX": os.environ.get("PAYMENT_SANDBOX", "auto"),
+        "SANDBOX_WEBHOOK_URL": os.environ.get("SANDBOX_WEBHOOK_URL") or None,
         # Rate limits (dashboard/api/limits.py, docs/api.md "Rate limits"): counters in Redis when
         # REDIS_URL is set, else in each process's memory.
         "REDIS_URL": os.environ.get("REDIS_URL") or None,

@@ -5,6 +5,7 @@ from flask import Flask, request
 from flask_login import current_user
 
 from dashboard.auth import can
+from services.payments import sandbox
 
 # (group, label, endpoint, permission)
 NAV = [
@@ -24,8 +25,16 @@ NAV = [
     ("System", "Staff", "staff.index", "staff.manage"),
     ("System", "API keys", "apikeys.index", "apikeys.manage"),
     ("System", "Audit log", "audit.index", "audit.view"),
+    ("System", "Sandbox", "sandbox.index", "sandbox.use"),
     ("System", "Database", "admin.index", "staff.manage"),
 ]
+
+# Entries that exist only in some set-ups: the sandbox only while a provider is a local double.
+SHOWN_WHEN = {"sandbox.index": sandbox.any_available}
+
+
+def _always() -> bool:
+    return True
 
 
 def items() -> list[dict]:
@@ -33,7 +42,8 @@ def items() -> list[dict]:
     area = (request.endpoint or "").split(".")[0]
     return [{"group": group, "label": label, "endpoint": endpoint,
              "active": area == endpoint.split(".")[0]}
-            for group, label, endpoint, perm in NAV if can(current_user, perm)]
+            for group, label, endpoint, perm in NAV
+            if can(current_user, perm) and SHOWN_WHEN.get(endpoint, _always)()]
 
 
 def init_app(app: Flask) -> None:

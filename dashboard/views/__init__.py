@@ -17,6 +17,7 @@ from dashboard.views import (
     pricing,
     refunds,
     reports,
+    sandbox,
     settings,
     staff,
     tasks,
@@ -25,7 +26,8 @@ from dashboard.views import (
 )
 
 AREAS = (overview, customers, transactions, exports, tasks, refunds, analytics, reports, plans,
-         packages, pricing, jobs, webhooks, settings, staff, apikeys, audit)
+         packages, pricing, jobs, webhooks, settings, staff, apikeys, audit,
+         sandbox)
 
 
 def init_app(app: Flask) -> None:

@@ -96,6 +96,17 @@ def retrieve_invoice(invoice_id: str) -> dict[str, Any]:
         invoice_id, {"expand": ["payments"]}))
 
 
+def retrieve_payment_intent(payment_intent_id: str) -> dict[str, Any]:
+    """Fetch a PaymentIntent (`latest_charge` is the charge a refund moves money back from)."""
+    return _call("payment_intent.retrieve",
+                 lambda c: c.v1.payment_intents.retrieve(payment_intent_id))
+
+
+def retrieve_charge(charge_id: str) -> dict[str, Any]:
+    """Fetch a Charge (`amount_refunded`, `refunded`, `payment_intent`, `metadata`)."""
+    return _call("charge.retrieve", lambda c: c.v1.charges.retrieve(charge_id))
+
+
 def create_refund(
     *, payment_intent: str, amount_minor: int, idempotency_key: str, metadata: dict[str, Any]
 ) -> dict[str, Any]:

@@ -54,6 +54,7 @@ SPEC: dict[str, set[str]] = {
     "webhooks.replay": {"admin"},
     "tasks.view": {"admin", "support", "finance"},
     "tasks.manage": {"admin"},
+    "sandbox.use": {"admin"},
 }
 # Routes that narrow their permission further inside the view (maker-checker: an adjustment
 # above the support limit is decided by an admin, never by support).
@@ -87,6 +88,8 @@ def dashboard_rules(app):
 @pytest.fixture
 def world(app, make):
     """Rows for every kind of URL parameter, with hostile text wherever a person can type."""
+    # Stripe "on a local double" (nothing listens there): the sandbox pages exist for admins.
+    app.config.update(STRIPE_SECRET_KEY="sk_test_world", STRIPE_API_BASE="http://127.0.0.1:9")
     c = make.customer(name=XSS[0], email="xss@example.com", credits=1000)
     make.customer(name=XSS[1], email="img@example.com")
     make.plan(name=XSS[0])

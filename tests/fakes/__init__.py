@@ -89,11 +89,11 @@ class FakeServer:
 
     name = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.requests: list[RecordedRequest] = []
         self.lock = threading.RLock()
         self._faults: deque[_Fault] = deque()
-        self._httpd = _Server(("127.0.0.1", 0), _Handler)
+        self._httpd = _Server(("127.0.0.1", port), _Handler)  # port 0: a free one
         self._httpd.fake = self  # type: ignore[attr-defined]
         self._thread: threading.Thread | None = None
 

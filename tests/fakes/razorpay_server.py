@@ -42,8 +42,8 @@ class FakeRazorpay(FakeServer):
     name = "razorpay"
 
     def __init__(self, key_id: str = TEST_KEY_ID, key_secret: str = TEST_KEY_SECRET,
-                 webhook_secret: str = TEST_WEBHOOK_SECRET) -> None:
-        super().__init__()
+                 webhook_secret: str = TEST_WEBHOOK_SECRET, *, port: int = 0) -> None:
+        super().__init__(port)
         self.key_id, self.key_secret, self.webhook_secret = key_id, key_secret, webhook_secret
         self.orders: dict[str, dict] = {}
         self.payments: dict[str, dict] = {}
@@ -87,6 +87,8 @@ class FakeRazorpay(FakeServer):
         return error(status, "Fake failure").body
 
     def route(self, req: RecordedRequest) -> Reply:
+        if req.method == "POST" and (m := re.fullmatch(r"/checkout/orders/([^/]+)/pay", req.path)):
+            return self._checkout_pay(m.group(1), req.body if isinstance(req.body, dict) else {})
         if not self._authorized(req.header("Authorization") or ""):
             return error(401, "Authentication failed")
         p = req.body if isinstance(req.body, dict) else {}
@@ -106,6 +108,20 @@ class FakeRazorpay(FakeServer):
                 return error(400, "The id provided does not exist")
             return Reply(200, found)
         return error(404, "The requested URL was not found on the server.")
+
+    def _checkout_pay(self, order_id: str, p: dict) -> Reply:
+        """The customer pays in Checkout (the browser widget, which knows only the public key
+        id): answers what Checkout hands the page's handler. The sandbox's way in."""
+        if p.get("key_id") != self.key_id:
+            return error(401, "Authentication failed")
+        order = self.orders.get(order_id)
+        if order is None:
+            return error(400, "The id provided does not exist")
+        if order["status"] == "paid":
+            return error(400, "Order has already been paid")
+        payment_id = self.pay_order(order_id, method=str(p.get("method") or "upi"))
+        return Reply(200, {"razorpay_order_id": order_id, "razorpay_payment_id": payment_id,
+                           "razorpay_signature": self.payment_signature(order_id, payment_id)})
 
     def _authorized(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")

@@ -91,8 +91,8 @@ class FakeStripe(FakeServer):
     name = "stripe"
 
     def __init__(self, api_key: str = TEST_SECRET_KEY,
-                 webhook_secret: str = TEST_WEBHOOK_SECRET) -> None:
-        super().__init__()
+                 webhook_secret: str = TEST_WEBHOOK_SECRET, *, port: int = 0) -> None:
+        super().__init__(port)
         self.api_key, self.webhook_secret = api_key, webhook_secret
         self.sessions: dict[str, dict] = {}
         self.payment_intents: dict[str, dict] = {}

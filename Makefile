@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # process, as in production); otherwise each process counts in memory. An exported REDIS_URL wins.
 REDIS_URL ?= $(shell redis-cli -h 127.0.0.1 ping 2>/dev/null | grep -q PONG && echo redis://127.0.0.1:6379/0)
 
-.PHONY: run test test-fast lint install migrate demo serve bench-smoke e2e clean
+.PHONY: run sandbox test test-fast lint install migrate demo serve bench-smoke e2e clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: migrate
 	$(FLASK) seed-demo --if-empty
 
 PORT ?= 5000
+# make run starts the local Stripe and Razorpay doubles (tests/fakes/serve.py) and points the SDKs
+# at them, unless provider keys are exported already or PAYMENT_DOUBLES=0. Demo keys: local only.
+PAYMENT_DOUBLES ?= $(if $(STRIPE_SECRET_KEY)$(RAZORPAY_KEY_ID),0,1)
+DOUBLES_ENV = $(if $(filter 1,$(PAYMENT_DOUBLES)),eval "$$($(PY) -m tests.fakes.serve --print-env)";)
 
 ## run: install, migrate, load demo data once, serve the dashboard on 127.0.0.1:$(PORT) (PORT=8080 make run)
 run: demo
@@ -34,8 +38,17 @@ run: demo
 	@echo "  (also support@creditdesk.test / demo-support-password, finance@creditdesk.test / demo-finance-password)"
 	@echo ""
 	@echo "  Rate-limit counters: $(if $(REDIS_URL),Redis at $(REDIS_URL),in memory (no Redis answered on 127.0.0.1:6379))"
+	@echo "  Payments: $(if $(filter 1,$(PAYMENT_DOUBLES)),local Stripe and Razorpay doubles; pay checkouts on the Sandbox page or with make sandbox ARGS=\"list\",providers from your environment)"
+	@echo ""
+	@set -e; $(if $(filter 1,$(PAYMENT_DOUBLES)),$(PY) -m tests.fakes.serve & doubles=$$!; trap 'kill $$doubles 2>/dev/null' EXIT INT TERM;) \
+	$(DOUBLES_ENV) \
 	SESSION_COOKIE_SECURE=0 SCHEDULER_ENABLED=$${SCHEDULER_ENABLED:-1} LOG_JSON=$${LOG_JSON:-0} \
+	  PUBLIC_BASE_URL=$${PUBLIC_BASE_URL:-http://127.0.0.1:$(PORT)} \
 	  REDIS_URL="$(REDIS_URL)" $(FLASK) run --host 127.0.0.1 --port $(PORT)
+
+## sandbox: the sandbox CLI against the doubles `make run` started (make sandbox ARGS="pay cs_test_...")
+sandbox: install
+	@$(DOUBLES_ENV) PUBLIC_BASE_URL=$${PUBLIC_BASE_URL:-http://127.0.0.1:$(PORT)} $(FLASK) sandbox $(ARGS)
 
 ## test: the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 test: install

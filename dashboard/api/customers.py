@@ -1,18 +1,19 @@
-"""Customers over the API: upsert, profile with balance and grants, ledger, usage, grants, refund
-eligibility."""
+"""Customers over the API: upsert (one, or a batch of up to 1,000), profile with balance and
+grants, ledger, usage, grants, refund eligibility."""
 from __future__ import annotations
 
 import base64
 import binascii
+from collections import Counter
 
 from flask import Blueprint, g
 
 from dashboard.api import schemas as sc
 from dashboard.api.auth import api_key_required
-from dashboard.api.core import describe, ok, parse, path_text, query
+from dashboard.api.core import describe, ok, parse, path_text, query, validate
 from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
-from services.core.errors import ValidationFailed
+from services.core.errors import ServiceError, ValidationFailed
 from services.ledger import customers, usage
 from services.ledger import posting as ledger
 from services.refunds import eligibility
@@ -72,6 +73,49 @@ def upsert(external_id: str):
     c, created = customers.upsert(external_id=path_text(external_id), email=body.email,
                                   name=body.name, plan_code=body.plan)
     return ok(customer_json(c, created), 201 if created else 200)
+
+
+@bp.post("/batch")
+@describe(summary="Create or update up to 1,000 customers, one result per item in order",
+          body=sc.CustomerBatchIn, response=sc.CustomerBatchOut, scopes=("customers:write",),
+          idempotent=True, tag="customers",
+          description="""Each item is what PUT /api/v1/customers/{external_id} takes, with its
+          `external_id`, and follows the same rules; its result is `created`, `updated`,
+          `unchanged` or `error` with the code, message and details PUT would answer. A bad item
+          does not stop the others. An external_id sent twice in one batch is an error for every
+          item carrying it. All items are written in one transaction. `batch` itself stays usable
+          as an external_id for GET and PUT.""")
+@api_key_required("customers:write")
+@idempotent(one_transaction=True)
+def upsert_batch():
+    body = parse(sc.CustomerBatchIn)
+    items = [_batch_item(raw) for raw in body.customers]
+    outcome = customers.upsert_many(items)
+    results = [_batch_result(i, raw, out) for i, (raw, out) in enumerate(zip(body.customers, outcome,
+                                                                              strict=True))]
+    tally = Counter(r["status"] for r in results)
+    return ok({"results": results, "created": tally["created"], "updated": tally["updated"],
+               "unchanged": tally["unchanged"], "failed": tally["error"]})
+
+
+def _batch_item(raw: dict) -> customers.Upsert | ValidationFailed:
+    try:
+        item = validate(sc.CustomerBatchItem, raw)
+    except ValidationFailed as err:
+        return err
+    return customers.Upsert(external_id=item.external_id, email=item.email, name=item.name,
+                            plan_code=item.plan)
+
+
+def _batch_result(i: int, raw: dict, out: str | ServiceError) -> dict:
+    ext = raw.get("external_id")
+    res = {"index": i, "external_id": ext.strip() if isinstance(ext, str) else None}
+    if not isinstance(out, ServiceError):
+        return {**res, "status": out}
+    res.update(status="error", code=out.code, error=out.message, retryable=out.retryable)
+    if out.details is not None:
+        res["details"] = out.details
+    return res
 
 
 @bp.get("/<external_id>")

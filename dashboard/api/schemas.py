@@ -18,10 +18,12 @@ from pydantic import (
     RootModel,
     StrictInt,
     StrictStr,
+    WithJsonSchema,
     create_model,
 )
 
 from services.catalog.pricing import MAX_QUANTITY
+from services.ledger.customers import MAX_BATCH as MAX_BATCH_CUSTOMERS
 from services.ledger.rules import MAX_CREDITS, PAID_SOURCES, POSTABLE_SOURCES
 from services.tasks.prepaid import MAX_TIMEOUT
 
@@ -74,6 +76,26 @@ class CustomerUpsert(Body):
     email: Annotated[StrictStr, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
     name: Annotated[StrictStr, Field(max_length=200)] = ""
     plan: Annotated[StrictStr, Field(min_length=1, max_length=64, description="plan code")] | None = None
+
+
+class CustomerBatchItem(CustomerUpsert):
+    """One customer of POST /api/v1/customers/batch: the PUT body and the id PUT has in its path."""
+    external_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_PATH_ARG, pattern=r"^[^/]+$",
+                                            description="the product's user id (no /: it is a "
+                                                        "path segment of the other routes)"),
+                           AfterValidator(_no_blank)]
+
+
+# Each item is validated on its own (a bad one gets its error in its result, the others go on),
+# so the list takes any JSON object; the document shows the shape an item must have.
+_BATCH_CUSTOMER = Annotated[dict[str, Any], WithJsonSchema({
+    "anyOf": [CustomerBatchItem.model_json_schema(), {"type": "object"}],
+    "description": "a customer (CustomerBatchItem); an object that is not one gets a per-item "
+                   "VALIDATION_ERROR result"})]
+
+
+class CustomerBatchIn(Body):
+    customers: Annotated[list[_BATCH_CUSTOMER], Field(min_length=1, max_length=MAX_BATCH_CUSTOMERS)]
 
 
 class LedgerQuery(BaseModel):
@@ -239,6 +261,24 @@ class BatchResult(BaseModel):
 class BatchOut(BaseModel):
     results: list[BatchResult]
     succeeded: int
+    failed: int
+
+
+class CustomerBatchResult(BaseModel):
+    index: int
+    external_id: str | None = Field(description="as sent (trimmed); null when not a text")
+    status: Literal["created", "updated", "unchanged", "error"]
+    code: str | None = Field(None, description="error only: the code PUT would answer")
+    error: str | None = None
+    retryable: bool | None = None
+    details: Any = Field(None, description="error only: field -> problem, as PUT answers")
+
+
+class CustomerBatchOut(BaseModel):
+    results: list[CustomerBatchResult]
+    created: int
+    updated: int
+    unchanged: int
     failed: int
 
 

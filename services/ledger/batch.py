@@ -84,7 +84,7 @@ def _prices(features: set[str]) -> dict[str, int]:
     return {f: int(c) for f, c in rows}
 
 
-def _among(s, column, values, item_type):
+def among(s, column, values, item_type):
     """column IN values: one array parameter on PostgreSQL (a thousand binds cost more to render
     and plan than the query costs to run)."""
     values = list(values)
@@ -101,7 +101,7 @@ def _lock(s, external_ids: set[str]) -> tuple[dict[str, int], dict[int, dict]]:
     a, c = Account.__table__, Customer.__table__
     rows = s.execute(select(a.c.id, a.c.customer_id, a.c.balance, a.c.version, c.c.external_id)
                      .join(c, c.c.id == a.c.customer_id)
-                     .where(_among(s, c.c.external_id, external_ids, String), c.c.deleted_at.is_(None))
+                     .where(among(s, c.c.external_id, external_ids, String), c.c.deleted_at.is_(None))
                      .order_by(a.c.id).with_for_update(of=a)).all()
     ids = {r.external_id: r.customer_id for r in rows}
     return ids, {r.customer_id: {"id": r.id, "customer_id": r.customer_id, "balance": r.balance,
@@ -140,7 +140,7 @@ def _run(items: list[Item], actor: Actor) -> list[dict]:
         post = _Posting(s, actor, accounts)
         keys = {ledger_key(it.scope + it.idempotency_key) for it in items if it.refused is None}
         # found after the locks, so nothing slips between
-        for row in s.execute(select(*_DONE_COLS).where(_among(s, ENTRIES.c.idempotency_key, keys,
+        for row in s.execute(select(*_DONE_COLS).where(among(s, ENTRIES.c.idempotency_key, keys,
                                                               String))):
             post.done[row.idempotency_key] = dict(row._mapping)
         results = []
@@ -182,7 +182,7 @@ class _Posting:
         if accounts:
             g = CreditGrant.__table__
             for row in s.execute(select(g.c.account_id, g.c.id, g.c.source, g.c.expires_at, g.c.remaining)
-                                 .where(_among(s, g.c.account_id, self.buckets, BigInteger),
+                                 .where(among(s, g.c.account_id, self.buckets, BigInteger),
                                         g.c.remaining > 0)
                                  .order_by(g.c.account_id, g.c.expires_at.is_(None), g.c.expires_at,
                                            g.c.id)):
@@ -303,4 +303,4 @@ def _check(account: dict, credits: int) -> None:
                                   details={"balance": account["balance"], "required": credits})
 
 
-__all__ = ["Item", "debit_many", "ledger_key", "request_hash", "MAX_ITEMS", "KEY_PREFIX"]
+__all__ = ["Item", "among", "debit_many", "ledger_key", "request_hash", "MAX_ITEMS", "KEY_PREFIX"]

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
+import pytest
+
 from models import CreditGrant, JobRun, JobRunError, LedgerEntry, db
 from services.jobs import attempts, distribution
 from services.ledger import posting as ledger
 from services.ledger import reconcile
+from tests.api.test_cron import URL, basic
 
 PERIOD = "2031-05"
+
+
+@pytest.fixture
+def cron_app(app):
+    app.config.update(CRON_JOBS_USERNAME="cron", CRON_JOBS_PASSWORD="s3cret-pass")
+    return app
 
 
 def _keys(customer) -> int:
@@ -145,3 +154,33 @@ def test_the_cli_dry_run_of_a_period_that_ran_tells_the_run_and_the_retry(app, m
     done = cli.invoke(args=["run-job", "distribute_credits", "--period", PERIOD])
     assert f"{PERIOD} already ran: run {run_id} succeeded" in done.output and done.exit_code == 0
     assert [_keys(c) for c in customers] == [1, 1, 1]
+
+
+def test_a_partial_run_is_retried_by_the_next_cron_call_without_granting_twice(cron_app, make, breakage):
+    customers = [make.customer() for _ in range(3)]
+    broken = breakage.grant(customers[0].id)
+    client = cron_app.test_client()
+    auth = basic("cron", "s3cret-pass")
+
+    first = client.post(URL, headers=auth)
+    assert first.status_code == 200
+    assert first.get_json()["data"] == {"usersCount": 3, "processedCount": 2, "errorCount": 1}
+    db.session.rollback()
+    assert db.session.scalar(select(JobRun.status)) == "partial"
+
+    still = client.post(URL, headers=auth)  # still failing: stays partial
+    assert still.get_json()["data"] == {"usersCount": 3, "processedCount": 2, "errorCount": 1}
+    db.session.rollback()
+    assert db.session.scalar(select(JobRun.status)) == "partial"
+
+    breakage.heal(broken)
+    fixed = client.post(URL, headers=auth)
+    assert fixed.get_json() == {"success": True, "data": {"usersCount": 3, "processedCount": 3,
+                                                          "errorCount": 0}}
+    again = client.post(URL, headers=auth)  # succeeded: already ran, the same counts
+    assert again.get_json()["data"] == {"usersCount": 3, "processedCount": 3, "errorCount": 0}
+    db.session.rollback()
+    assert [ledger.balance(c.id) for c in customers] == [50, 50, 50]
+    assert db.session.scalar(select(func.count()).select_from(CreditGrant)) == 3
+    run = db.session.scalar(select(JobRun))
+    assert run.status == "succeeded" and len(run.details["attempts"]) == 3

@@ -22,9 +22,9 @@ def cron_app(app):
     return app
 
 
-def _keys(customer) -> int:
+def _keys(customer, period: str = PERIOD) -> int:
     return db.session.scalar(select(func.count(LedgerEntry.id)).where(
-        LedgerEntry.idempotency_key == f"distribution:{PERIOD}:{customer.id}"))
+        LedgerEntry.idempotency_key == f"distribution:{period}:{customer.id}"))
 
 
 def _counts(result) -> tuple:
@@ -184,3 +184,24 @@ def test_a_partial_run_is_retried_by_the_next_cron_call_without_granting_twice(c
     assert db.session.scalar(select(func.count()).select_from(CreditGrant)) == 3
     run = db.session.scalar(select(JobRun))
     assert run.status == "succeeded" and len(run.details["attempts"]) == 3
+
+
+def test_the_cron_retry_under_gunicorn(app, make, breakage, live):
+    """The same through a real gunicorn worker: the injected failure is in the database."""
+    customers = [make.customer() for _ in range(2)]
+    broken = breakage.grant(customers[1].id)
+    db.session.commit()
+    server = live(workers=1)
+    auth = ("cron", "cron-test-password")  # LIVE_SECRETS
+
+    first = server.post(URL, auth=auth)
+    assert first.status_code == 200, server.log()[-2000:]
+    assert first.json()["data"] == {"usersCount": 2, "processedCount": 1, "errorCount": 1}
+    breakage.heal(broken)
+    retry = server.post(URL, auth=auth)
+    assert retry.json()["data"] == {"usersCount": 2, "processedCount": 2, "errorCount": 0}
+    db.session.rollback()
+    run = db.session.scalar(select(JobRun))
+    assert run.status == "succeeded" and [a["kind"] for a in run.details["attempts"]] == \
+        ["run", "retry"]
+    assert [_keys(c, run.period) for c in customers] == [1, 1]

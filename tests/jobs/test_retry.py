@@ -3,9 +3,8 @@ exactly the customers still without their grant, under the same keys. Failures a
 real database triggers (tests/jobs/helpers.py), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 import pytest
+from sqlalchemy import func, select
 
 from models import CreditGrant, JobRun, JobRunError, LedgerEntry, db
 from services.jobs import attempts, distribution

@@ -25,6 +25,7 @@ from jobs.spec import JobSpec
 from models import utcnow
 from services.core import audit
 from services.core.db import atomic
+from services.core.errors import Conflict, NotFound
 from services.jobs import runs as jobruns
 
 log = logging.getLogger("creditdesk.jobs")
@@ -86,6 +87,28 @@ def start(app: Flask, name: str, *, period: str | None = None, trigger: str = "m
     if claim.acquired:
         threading.Thread(target=_execute, args=(app, js, claim.run_id, claim.resumed),
                          name=f"job-{js.name}-{claim.run_id}", daemon=True).start()
+    return claim
+
+
+def retry(app: Flask, run_id: int, *, staff=None, ip: str | None = None) -> jobruns.Claim:
+    """Retry a partial distribution run now (its customers still without their grant), audited;
+    executed in a background thread like "run now"."""
+    r = jobruns.get(run_id)
+    if r is None:
+        raise NotFound("No such run.")
+    if r.job != "distribute_credits" or r.status != "partial":
+        raise Conflict(f"Run {r.id} is {r.status}: only a partial distribution run is retried.")
+    before = {"status": r.status, "error_count": r.error_count,
+              "processed_count": r.processed_count}
+    claim = jobruns.claim(job=r.job, period=r.period, trigger="manual")
+    with atomic():
+        audit.record(action="jobs.retry", staff=staff, target_type="job_run", target_id=r.id,
+                     ip=ip, before=before, after={"job": r.job, "period": r.period,
+                                                  "started": claim.acquired,
+                                                  "status": claim.run.status})
+    if claim.acquired:
+        threading.Thread(target=_execute, args=(app, spec(r.job), claim.run_id, claim.resumed),
+                         name=f"job-{r.job}-{claim.run_id}-retry", daemon=True).start()
     return claim
 
 

@@ -14,11 +14,13 @@ from services.jobs import distribution
 
 @click.command("run-job")
 @click.argument("name", type=click.Choice(sorted(JOBS) + sorted(n.replace("_", "-") for n in JOBS)))
-@click.option("--dry-run", is_flag=True, help="distribute_credits only: show what would be granted.")
+@click.option("--dry-run", is_flag=True, help="distribute_credits only: show what would be granted "
+              "(for a period that ran: that run and what a retry would do).")
 @click.option("--period", help="distribute_credits: YYYY-MM (default: this month). Others: any key.")
 @with_appcontext
 def run_job(name: str, dry_run: bool, period: str | None) -> None:
-    """Run a scheduled job now. Exactly once per period: a period already run is a no-op."""
+    """Run a scheduled job now. Exactly once per period: a period already run is a no-op, except
+    a partial distribution, whose customers still without their grant are retried."""
     js = spec(name)
     try:
         if js.name == "distribute_credits":
@@ -41,20 +43,52 @@ def run_job(name: str, dry_run: bool, period: str | None) -> None:
 
 def _print_distribution(result) -> None:
     if result.dry_run:
+        _print_preview(result)
+        return
+    what = {"retry": "retried", "resume": "resumed"}.get(result.attempt, "ran")
+    if result.already_done:
+        what = "already ran"
+    click.echo(f"distribute_credits {result.period} {what}: run {result.run_id} {result.status}; "
+               f"usersCount {result.users_count}, processedCount {result.processed_count}, "
+               f"errorCount {result.error_count}, expiry errors {result.expiry_error_count}")
+    if result.attempt == "retry" and not result.already_done:
+        click.echo(f"Retry: {result.retried:,} customers without their grant taken up, "
+                   f"{result.fixed:,} fixed, {result.error_count:,} still failing.")
+    if result.status == "partial":
+        click.echo("Some customers have no grant yet (see the run's errors on the jobs page); "
+                   "run the job again for this period to retry them.")
+
+
+def _print_preview(result) -> None:
+    prev = result.previous
+    if prev is not None:
+        click.echo(f"Period {result.period} has run: run {result.run_id} {prev['status']}; "
+                   f"usersCount {prev['usersCount']}, processedCount {prev['processedCount']}, "
+                   f"errorCount {prev['errorCount']}, expiry errors {prev['expiryErrorCount']}.")
+        if result.would == "nothing":
+            click.echo("Nothing to retry: another run of this period is a no-op"
+                       + (" (it is running now)." if prev["status"] == "running" else "."))
+            if result.users_count:
+                click.echo(f"  ({result.users_count:,} due customers have no grant for it; a "
+                           "period runs once, grant them by adjustment.)")
+            return
+        if not result.users_count:
+            click.echo(f"Nothing to retry: every due customer has the {result.period} grant.")
+            return
+        verb = "retried" if result.would == "retry" else "granted when the run is resumed"
+        click.echo(f"A {result.would} would expire {result.expired.get('grants', 0)} due grants "
+                   f"first; {result.users_count:,} customers without their grant would be {verb} "
+                   f"({result.credits:,} credits).")
+    else:
         click.echo(f"Dry run for {result.period}: {result.users_count} customers would receive "
                    f"{result.credits:,} credits; {result.expired.get('grants', 0)} grants due to "
                    "expire first.")
         for name, seg in result.segments.items():
             click.echo(f"  {name:<9} {seg['customers']:>8,} customers {seg['credits']:>12,} credits")
-        for row in result.rows[:20]:
-            click.echo(f"  #{row['customer_id']} {row['email']} {row['segment']} {row['credits']}")
-        if len(result.rows) > 20 or result.rows_truncated:
-            click.echo("  ...")
-        return
-    what = "already ran" if result.already_done else "ran"
-    click.echo(f"distribute_credits {result.period} {what}: run {result.run_id} {result.status}; "
-               f"usersCount {result.users_count}, processedCount {result.processed_count}, "
-               f"errorCount {result.error_count}")
+    for row in result.rows[:20]:
+        click.echo(f"  #{row['customer_id']} {row['email']} {row['segment']} {row['credits']}")
+    if len(result.rows) > 20 or result.rows_truncated:
+        click.echo("  ...")
 
 
 def init_app(app: Flask) -> None:

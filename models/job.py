@@ -17,7 +17,7 @@ class JobRun(db.Model):
     id: Mapped[int] = id_pk()
     job: Mapped[str] = mapped_column(String(64))
     period: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|failed
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|succeeded|partial|failed
     trigger: Mapped[str] = mapped_column(String(16), default="schedule")  # schedule|manual|cron|cli
     host: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)

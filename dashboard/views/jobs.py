@@ -8,9 +8,10 @@ from dashboard import htmx
 from dashboard.auth import require
 from dashboard.respond import int_arg
 from jobs import JOBS, scheduler
+from jobs import retry as retry_job
 from jobs import start as start_job
 from services.core.errors import ServiceError
-from services.jobs import distribution
+from services.jobs import attempts, distribution
 from services.jobs import runs as jobruns
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -42,7 +43,8 @@ def run(run_id: int):
     more = len(errors) > PAGE
     errors = errors[:PAGE]
     ctx = dict(run=r, spec=JOBS.get(r.job), errors=errors, more=more,
-               next_after=errors[-1].id if errors else None)
+               next_after=errors[-1].id if errors else None,
+               states=attempts.error_states(r, errors), kind_of=attempts.kind_of)
     if after:
         return htmx.render("jobs/run.html", "error_rows", **ctx)
     return htmx.render("jobs/run.html", "summary" if request.args.get("fragment") == "summary"
@@ -80,4 +82,23 @@ def run_now(name: str):
     else:
         flash(f"{JOBS[name].title} for {claim.run.period} has run already (run {claim.run.id}); "
               "a period runs once.", "info")
+    return redirect(url_for("jobs.run", run_id=claim.run.id))
+
+
+@bp.post("/runs/<int:run_id>/retry")
+@require("jobs.run")
+def retry(run_id: int):
+    try:
+        claim = retry_job(current_app._get_current_object(), run_id, staff=current_user,
+                          ip=request.remote_addr)
+    except ServiceError as err:
+        if err.status == 404:
+            abort(404)
+        flash(str(err), "error")
+        return redirect(url_for("jobs.run", run_id=run_id))
+    if claim.acquired:
+        flash(f"Retrying the customers of run {run_id} still without their {claim.run.period} "
+              "grant.", "success")
+    else:
+        flash(f"Run {run_id} is {claim.run.status}; nothing was retried.", "info")
     return redirect(url_for("jobs.run", run_id=claim.run.id))

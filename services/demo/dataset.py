@@ -70,7 +70,7 @@ LAST_NAMES = ["Smith", "Patel", "Garcia", "Kim", "Müller", "Rossi", "Sato", "Ng
 class G:  # an in-memory bucket, mirroring CreditGrant
     __slots__ = ("id", "account_id", "customer_id", "source", "amount", "remaining", "expires_at",
                  "expired_at", "cost_minor", "currency", "payment_id", "plan_id", "period",
-                 "created_at")
+                 "job_run_id", "created_at")
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -113,16 +113,17 @@ class Sim:
 
     def grant(self, acct, cust, at, credits, source, *, expires_at=None, cost_minor=0,
               currency=None, payment_id=None, plan_id=None, period=None, key=None,
-              type="grant", reason=None, actor_type="system", actor_id=None) -> dict:
+              type="grant", reason=None, actor_type="system", actor_id=None,
+              job_run_id=None) -> dict:
         g = G(id=self._id("grant"), account_id=acct, customer_id=cust, source=source,
               amount=credits, remaining=credits, expires_at=expires_at, cost_minor=cost_minor,
               currency=currency, payment_id=payment_id, plan_id=plan_id, period=period,
-              created_at=at)
+              job_run_id=job_run_id, created_at=at)
         self.grants.append(g)
         self.live.setdefault(acct, []).append(g)
         e = self._entry(acct, cust, at, type, credits, grant_id=g.id, payment_id=payment_id,
                         idempotency_key=key, reason=reason, actor_type=actor_type,
-                        actor_id=actor_id)
+                        actor_id=actor_id, job_run_id=job_run_id)
         self._alloc(e, g, credits)
         return e
 
@@ -255,7 +256,7 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
         return s.scalar(select(func.coalesce(func.max(model.id), 0)))
 
     sim = Sim({"entry": next_id(LedgerEntry), "alloc": next_id(Allocation),
-               "grant": next_id(CreditGrant)})
+               "grant": next_id(CreditGrant), "job_run": next_id(JobRun)})
     cust_rows, acct_rows, pay_rows, refund_rows, task_rows, log_rows = [], [], [], [], [], []
     hook_rows, audit_rows, job_rows = [], [], []
     cid0, aid0, pid0, tid0 = (next_id(m) for m in (Customer, Account, Payment, Task))
@@ -331,6 +332,8 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
 
     purchases: list[tuple[dict, G, dict]] = []
     dist_counts: dict[str, list[int]] = {}
+    dist_runs: dict[str, int] = {}
+    dist_segments: dict[str, dict] = {}  # period -> the job_runs id its grants carry, as the job writes
     for at, _seq, cid, kind, ev in events:
         aid = ev["aid"]
         if kind == "signup_bonus":
@@ -340,10 +343,20 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
             plan = ev["plan"]
             sim.expire_due(aid, cid, at)
             credits = plan.monthly_credits if plan else FREE_CREDITS
+            if ev["period"] not in dist_runs:
+                dist_runs[ev["period"]] = sim._id("job_run")
+            segment = {"year": "yearly", "lifetime": "lifetime"}.get(plan.interval if plan else "",
+                                                                     "free")
             sim.grant(aid, cid, at, credits, "distribution", expires_at=at + timedelta(days=31),
                       plan_id=plan.id if plan else None, period=ev["period"],
-                      key=f"distribution:{ev['period']}:{cid}", reason="Monthly credits",
-                      actor_type="job")
+                      key=f"distribution:{ev['period']}:{cid}",
+                      reason=f"Monthly credits {ev['period']} ({segment})",
+                      actor_type="job", actor_id="distribute_credits",
+                      job_run_id=dist_runs[ev["period"]])
+            seg = dist_segments.setdefault(ev["period"], {}).setdefault(
+                segment, {"customers": 0, "credits": 0})
+            seg["customers"] += 1
+            seg["credits"] += credits
             dist_counts.setdefault(ev["period"], [0, 0])[0] += 1
             dist_counts[ev["period"]][1] += credits
         elif kind in ("invoice", "plan_payment", "purchase"):
@@ -471,12 +484,20 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
     for acct_row in acct_rows:  # the hourly expiry job has run up to now
         sim.expire_due(acct_row["id"], acct_row["customer_id"], now)
     for period, (n, credits) in sorted(dist_counts.items()):
+        # The run of the period, as the job writes it: its grants carry this row's id.
         at = datetime.strptime(period, "%Y-%m").replace(minute=5)
-        job_rows.append(dict(job="distribute_credits", period=period, status="succeeded",
-                             trigger="schedule", host="demo", started_at=at,
-                             finished_at=at + timedelta(seconds=4), users_count=n,
+        end = at + timedelta(seconds=4)
+        attempt = {"attempt": 1, "kind": "run", "trigger": "schedule",
+                   "started_at": at.isoformat() + "Z", "finished_at": end.isoformat() + "Z",
+                   "status": "succeeded", "attempted": n, "granted": n, "errors": 0,
+                   "expiry_errors": 0, "fixed": 0}
+        job_rows.append(dict(id=dist_runs[period], job="distribute_credits", period=period,
+                             status="succeeded", trigger="schedule", host="demo", started_at=at,
+                             heartbeat_at=end, finished_at=end, users_count=n,
                              processed_count=n, error_count=0,
-                             details={"credits": credits}))
+                             details={"credits": credits, "segments": dist_segments[period],
+                                      "expiry_errors": 0, "attempts": [attempt],
+                                      "attempt_floor": 0}))
 
     for a in acct_rows:
         posted = sim.accounts.get(a["id"], {"balance": 0, "version": 0})
@@ -493,12 +514,13 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
 
     progress(f"Writing {len(entries):,} ledger entries…")
     conn = s.connection()
-    for table, rows in [(Customer.__table__, cust_rows), (Account.__table__, acct_rows),
+    for table, rows in [(JobRun.__table__, job_rows),  # before the grants that point at them
+                        (Customer.__table__, cust_rows), (Account.__table__, acct_rows),
                         (Payment.__table__, pay_rows), (Task.__table__, task_rows),
                         (CreditGrant.__table__, grants), (LedgerEntry.__table__, entries),
                         (Allocation.__table__, sim.allocs), (TaskLog.__table__, log_rows),
                         (Refund.__table__, refund_rows), (WebhookEvent.__table__, hook_rows),
-                        (AuditLog.__table__, audit_rows), (JobRun.__table__, job_rows)]:
+                        (AuditLog.__table__, audit_rows)]:
         for chunk in _chunks(rows):
             conn.execute(insert(table), chunk)
     _reset_sequences(s)

@@ -13,6 +13,11 @@ Segments (docs/jobs.md has the table):
 Exactly once: the run claims job_runs (distribute_credits, period); every grant carries the
 idempotency key `distribution:<period>:<customer_id>` (UNIQUE), and each chunk selects only
 customers without that key, so a rerun or a resumed crashed run grants only what is missing.
+Errors: a customer whose grant fails is recorded in job_run_errors and the run goes on; a
+customer whose expiry failed is recorded as an expiry error and not granted in that attempt (the
+expired bucket is still live). A run with either ends `partial`; triggering the period again
+retries it: the same pass, which takes up exactly the due customers still without their key.
+services/jobs/attempts.py keeps each attempt's record and tells fixed errors from failing ones.
 Set-based: a chunk of up to 1,000 customers costs a few statements (lock accounts in id order,
 re-check, reserve ids, executemany grants/entries/allocations, update balances, count).
 """
@@ -27,10 +32,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import and_, case, func, literal, not_, or_, select
 
-from models import CreditGrant, Customer, JobRunError, LedgerEntry, Plan, db, utcnow
+from models import CreditGrant, Customer, LedgerEntry, Plan, db, utcnow
 from services.core import settings as app_settings
 from services.core.db import atomic
 from services.core.errors import ValidationFailed
+from services.jobs import attempts
 from services.jobs import runs as jobruns
 from services.ledger import bulk as bulkledger
 from services.ledger import expiry
@@ -59,6 +65,14 @@ class DistributionResult:
     dry_run: bool = False
     already_done: bool = False  # the period had been claimed before: nothing was done now
     resumed: bool = False
+    attempt: str = "run"  # run | resume | retry (of a partial run: its customers without a grant)
+    expiry_error_count: int = 0  # customers whose expiry failed (held back if a grant was due)
+    retried: int = 0  # due customers without their grant that this attempt took up
+    fixed: int = 0  # customers that failed in an earlier attempt and no longer do
+    # dry run: what a trigger would do now (run | retry | resume | nothing) and, for a period
+    # that has a run, that run's figures (status, usersCount, processedCount, errorCount, ...)
+    would: str = "run"
+    previous: dict | None = None
     credits: int = 0
     expired: dict = field(default_factory=dict)
     segments: dict = field(default_factory=dict)  # segment -> {"customers": n, "credits": c}
@@ -145,7 +159,10 @@ def _expires(now: datetime, days: int | None) -> datetime | None:
 
 def run(*, period: str | None = None, trigger: str = "schedule",
         dry_run: bool = False, preview_limit: int = 500) -> DistributionResult:
-    """Distribute this period's monthly credits, exactly once; dry_run writes nothing."""
+    """Distribute this period's monthly credits, exactly once per customer; dry_run writes nothing.
+
+    A period whose run succeeded (or runs now) is a no-op that reports that run; a `partial` run
+    is retried (only its customers still without their grant), a failed or crashed one resumed."""
     period = check_period(period)
     if dry_run:
         return preview(period=period, limit=preview_limit)
@@ -154,50 +171,76 @@ def run(*, period: str | None = None, trigger: str = "schedule",
         r = claim.run
         log.info("distribution.skipped", extra={"job_run_id": r.id, "period": period,
                                                 "status": r.status})
+        d = r.details or {}
         return DistributionResult(period=period, users_count=r.users_count,
                                   processed_count=r.processed_count, error_count=r.error_count,
                                   run_id=r.id, status=r.status, already_done=True,
-                                  credits=int((r.details or {}).get("credits", 0)))
+                                  credits=int(d.get("credits", 0)),
+                                  expiry_error_count=int(d.get("expiry_errors", 0)))
     return execute(run_id=claim.run_id, resumed=claim.resumed)
 
 
 def execute(*, run_id: int, resumed: bool = False) -> DistributionResult:
-    """Carry out a claimed run (fresh or resumed): expiry pass, then the grants, chunk by chunk."""
+    """Carry out a claimed run (fresh, resumed or a retry of a partial one): expiry pass, then the
+    grants of every due customer still without this period's grant, chunk by chunk."""
     r = jobruns.get(run_id)
     period, as_of = r.period, r.started_at  # a resumed run keeps the first attempt's clock
-    log.info("distribution.starting job_run_id=%s period=%s resumed=%s", run_id, period, resumed,
-             extra={"job_run_id": run_id, "period": period, "resumed": resumed})
-    result = DistributionResult(period=period, run_id=run_id, resumed=resumed)
+    attempt = attempts.begin(run_id=run_id, resumed=resumed)
+    log.info("distribution.starting job_run_id=%s period=%s attempt=%s kind=%s", run_id, period,
+             attempt.no, attempt.kind, extra={"job_run_id": run_id, "period": period,
+                                              "resumed": resumed, "attempt": attempt.kind})
+    result = DistributionResult(period=period, run_id=run_id, resumed=resumed, attempt=attempt.kind)
     try:
         t0 = time.perf_counter()
-        result.expired = _expiry_pass(run_id, utcnow())
+        result.expired, expiry_failed = _expiry_pass(run_id, utcnow())
         t1 = time.perf_counter()
-        _grant_all(run_id, period, as_of)
+        progress = _grant_all(run_id, period, as_of, hold=expiry_failed)
         seconds = {"expiry": round(t1 - t0, 2), "grants": round(time.perf_counter() - t1, 2)}
         _checkpoint("before-finish")
         totals = _totals(run_id, period)
-        done = jobruns.finish(run_id=run_id, status="succeeded", details={
-            "credits": totals["credits"], "segments": totals["segments"],
-            "expired": result.expired, "seconds": seconds,
-            "resumed": resumed or bool((r.details or {}).get("resumed"))},
-            users_count=totals["users"], processed_count=totals["processed"])
+        out = _outcome(run_id, period, attempt, progress)
+        prior = jobruns.get(run_id).details
+        details = attempts.close(prior, status=out["status"], attempted=progress.attempted,
+                                 granted=progress.granted, errors=out["errors"],
+                                 expiry_errors=out["expiry_errors"], fixed=out["fixed"])
+        details.update(credits=totals["credits"], segments=totals["segments"],
+                       expired=result.expired, seconds=seconds, expiry_errors=out["expiry_errors"],
+                       resumed=resumed or bool((prior or {}).get("resumed")))
+        done = jobruns.finish(run_id=run_id, status=out["status"], details=details,
+                              users_count=totals["processed"] + out["errors"],
+                              processed_count=totals["processed"], error_count=out["errors"])
     except Exception as err:
         log.exception("distribution.failed", extra={"job_run_id": run_id, "period": period})
-        jobruns.fail(run_id=run_id, error=err)
+        db.session.rollback()
+        jobruns.fail(run_id=run_id, error=err, details=attempts.close(
+            jobruns.get(run_id).details, status="failed", error=f"{type(err).__name__}"))
         raise
     result.users_count, result.processed_count = done.users_count, done.processed_count
     result.error_count, result.status = done.error_count, done.status
+    result.expiry_error_count = out["expiry_errors"]
+    result.retried, result.fixed = progress.attempted, out["fixed"]
     result.credits, result.segments = totals["credits"], totals["segments"]
     result.seconds = seconds
-    log.info("distribution.finished job_run_id=%s usersCount=%s processedCount=%s errorCount=%s",
-             run_id, result.users_count, result.processed_count, result.error_count, extra={
-        "job_run_id": run_id, "period": period, "usersCount": result.users_count,
-        "processedCount": result.processed_count, "errorCount": result.error_count,
-        "credits": result.credits})
+    log.info("distribution.finished job_run_id=%s usersCount=%s processedCount=%s errorCount=%s "
+             "expiryErrorCount=%s status=%s", run_id, result.users_count, result.processed_count,
+             result.error_count, result.expiry_error_count, result.status, extra={
+                 "job_run_id": run_id, "period": period, "usersCount": result.users_count,
+                 "processedCount": result.processed_count, "errorCount": result.error_count,
+                 "expiryErrorCount": result.expiry_error_count, "credits": result.credits,
+                 "status": result.status, "attempt": attempt.kind})
     return result
 
 
-def _expiry_pass(run_id: int, now: datetime) -> dict:
+@dataclass
+class _Progress:
+    attempted: int = 0  # due customers without their grant that this attempt took up
+    granted: int = 0  # grants this attempt wrote
+    held: set[int] = field(default_factory=set)  # due, held back: their expiry failed
+
+
+def _expiry_pass(run_id: int, now: datetime) -> tuple[dict, set[int]]:
+    """Expire what is due first; the customers whose expiry failed are not granted this attempt
+    (their expired bucket would still be live), and their failure is recorded on its own."""
     def beat(_n, _c):
         with atomic() as s:
             jobruns.heartbeat(s, run_id)
@@ -205,32 +248,36 @@ def _expiry_pass(run_id: int, now: datetime) -> dict:
 
     res = expiry.run_pass(now=now, actor=ACTOR, job_run_id=run_id, on_chunk=beat)
     for cid, error in res.errors:
-        jobruns.record_error(run_id=run_id, customer_id=cid, error=f"expiry: {error}")
-    return {"grants": res.grants, "credits": res.credits}
+        jobruns.record_error(run_id=run_id, customer_id=cid, error=attempts.EXPIRY_PREFIX + error)
+    return {"grants": res.grants, "credits": res.credits}, {cid for cid, _ in res.errors}
 
 
-def _grant_all(run_id: int, period: str, as_of: datetime) -> None:
+def _grant_all(run_id: int, period: str, as_of: datetime, hold: set[int]) -> _Progress:
     free_credits = int(app_settings.get("free_monthly_credits"))
     after, chunks, writes = 0, 0, 0
+    progress = _Progress()
     while True:
         rows = _candidates(as_of, after, CHUNK, free_credits)
         db.session.rollback()  # end the read; the chunk writes in its own transaction
         if not rows:
-            return
+            return progress
         after = rows[-1].id
         todo = [r for r in rows if r.segment in GRANTING and (r.credits or 0) > 0]
-        if todo:  # a resumed run skips what its first attempt did without locking it again
+        if todo:  # a resumed run or a retry skips what earlier attempts did, without locking it
             done = _granted(db.session, period, [r.id for r in todo])
             todo = [r for r in todo if r.id not in done]
         db.session.rollback()
+        progress.attempted += len(todo)
+        progress.held.update(r.id for r in todo if r.id in hold)
+        todo = [r for r in todo if r.id not in hold]
         if todo:
             writes += 1
             try:
-                _grant_chunk(run_id, period, as_of, todo, writes)
+                progress.granted += _grant_chunk(run_id, period, as_of, todo, writes)
             except Exception as err:
                 log.warning("distribution.chunk_failed", extra={
                     "job_run_id": run_id, "error": str(err)[:300], "customers": len(todo)})
-                _grant_one_by_one(run_id, period, as_of, todo)
+                progress.granted += _grant_one_by_one(run_id, period, as_of, todo)
         chunks += 1
         _checkpoint("chunk", chunks)
 
@@ -262,15 +309,17 @@ def _grant_chunk(run_id: int, period: str, as_of: datetime, todo: list, chunk_no
     return len(batch.grants)
 
 
-def _grant_one_by_one(run_id: int, period: str, as_of: datetime, todo: list) -> None:
+def _grant_one_by_one(run_id: int, period: str, as_of: datetime, todo: list) -> int:
     """After a chunk failed: each customer alone, so one failure is recorded and the rest proceed."""
+    granted = 0
     for r in todo:
         try:
-            _grant_chunk(run_id, period, as_of, [r])
+            granted += _grant_chunk(run_id, period, as_of, [r])
         except Exception as err:
             db.session.rollback()
             jobruns.record_error(run_id=run_id, customer_id=r.id,
                                  error=f"{type(err).__name__}: {err}")
+    return granted
 
 
 def _totals(run_id: int, period: str) -> dict:
@@ -288,31 +337,57 @@ def _totals(run_id: int, period: str) -> dict:
         seg = segments.setdefault(name, {"customers": 0, "credits": 0})
         seg["customers"] += int(n)
         seg["credits"] += int(credits or 0)
-    processed = sum(v["customers"] for v in segments.values())
-    failed = db.session.scalar(select(func.count(func.distinct(JobRunError.customer_id)))
-                               .where(JobRunError.run_id == run_id)) or 0
     db.session.rollback()
-    return {"segments": segments, "processed": processed, "users": processed + int(failed),
+    return {"segments": segments, "processed": sum(v["customers"] for v in segments.values()),
             "credits": sum(v["credits"] for v in segments.values())}
+
+
+def _outcome(run_id: int, period: str, attempt: attempts.Attempt, progress: _Progress) -> dict:
+    """Who is still without this period's grant after this attempt, and the run's status.
+
+    errors: due customers this attempt left without their grant (it failed, or their expiry
+    failed so they were held back); expiry_errors: customers whose expiry failed, counted on
+    their own (they are users only when a grant was due to them). Any of either: `partial`."""
+    grant_failed, expiry_failed = attempts.failing(run_id=run_id, floor=attempt.floor)
+    missing = grant_failed | progress.held
+    missing -= _granted(db.session, period, sorted(missing))  # granted meanwhile by an invoice
+    fixed = attempts.earlier(run_id=run_id, floor=attempt.floor) - missing - expiry_failed
+    db.session.rollback()
+    status = "partial" if missing or expiry_failed else "succeeded"
+    return {"status": status, "errors": len(missing), "expiry_errors": len(expiry_failed),
+            "fixed": len(fixed)}
 
 
 # --- dry run ----------------------------------------------------------------------------------
 
 def preview(*, period: str | None = None, limit: int = 500,
             now: datetime | None = None) -> DistributionResult:
-    """What a run for `period` would grant now, per segment and per customer; writes nothing."""
+    """What a trigger for `period` would grant now, per segment and per customer; writes nothing.
+
+    A period with a run is previewed on that run's clock (a retry or resume keeps it): the rows
+    are the due customers still without their grant, i.e. what a retry would process."""
     period = check_period(period)
     now = now or utcnow()
     free_credits = int(app_settings.get("free_monthly_credits"))
     existing = jobruns.find(job=JOB, period=period)
-    result = DistributionResult(period=period, dry_run=True, status="preview",
-                                run_id=existing.id if existing else None,
-                                already_done=bool(existing and existing.status == "succeeded"))
+    result = DistributionResult(period=period, dry_run=True, status="preview")
+    clock = now
+    if existing is not None:
+        clock = existing.started_at
+        live = existing.status == "running" and not jobruns.is_stale(existing, now)
+        result.run_id, result.already_done = existing.id, existing.status == "succeeded" or live
+        result.would = ("nothing" if result.already_done else
+                        "retry" if existing.status == "partial" else "resume")
+        result.previous = {
+            "status": existing.status, "usersCount": existing.users_count,
+            "processedCount": existing.processed_count, "errorCount": existing.error_count,
+            "expiryErrorCount": int((existing.details or {}).get("expiry_errors", 0)),
+            "started_at": existing.started_at}
     result.segments = {s: {"customers": 0, "credits": 0} for s in SEGMENTS}
     result.expired = expiry.due_summary(now=now)
     after = 0
     while True:
-        rows = _candidates(now, after, 5000, free_credits)
+        rows = _candidates(clock, after, 5000, free_credits)
         if not rows:
             break
         after = rows[-1].id
@@ -328,7 +403,7 @@ def preview(*, period: str | None = None, limit: int = 500,
                 result.users_count += 1
                 result.credits += credits
                 if len(result.rows) < limit:
-                    exp = _expires(now, r.expiry_days)
+                    exp = _expires(clock, r.expiry_days)
                     result.rows.append({"customer_id": r.id, "external_id": r.external_id,
                                         "email": r.email, "segment": r.segment,
                                         "credits": credits, "expires_at": exp})

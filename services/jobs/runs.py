@@ -3,9 +3,12 @@
 Exactly once per (job, period): the claim is an INSERT ... ON CONFLICT DO NOTHING on the UNIQUE
 (job, period) of job_runs (PostgreSQL and SQLite alike). Whoever inserts the row owns the run; a
 second claim finds the row and is a no-op, unless that run crashed (status running with a heartbeat
-older than JOBS_STALE_SECONDS) or failed: then one caller takes it over with a compare-and-set on
-its heartbeat and resumes it. Jobs make their effects idempotent per (period, customer), so a
-resumed run completes only what is missing.
+older than JOBS_STALE_SECONDS), failed, or ended `partial` (some customers failed): then one caller
+takes it over with a compare-and-set on its heartbeat and resumes (or retries) it. Jobs make their
+effects idempotent per (period, customer), so a resumed run completes only what is missing.
+
+Statuses: running, succeeded, partial (finished, some customers failed; a trigger retries them),
+failed (the job as a whole failed; a trigger resumes it).
 """
 from __future__ import annotations
 
@@ -80,7 +83,8 @@ def claim(*, job: str, period: str, trigger: str = "schedule", details: dict | N
                        .execution_options(populate_existing=True))
         if run.status == "succeeded" or (run.status == "running" and not is_stale(run, now)):
             return Claim(run, acquired=False)
-        # Crashed (stale heartbeat) or failed: take it over, once, whoever wins the compare-and-set.
+        # Crashed (stale heartbeat), failed or partial: take it over, once, whoever wins the
+        # compare-and-set (a partial run is retried: only its customers still missing).
         taken = s.execute(
             update(JobRun).where(JobRun.id == run.id, JobRun.status == run.status,
                                  JobRun.heartbeat_at.is_(run.heartbeat_at) if run.heartbeat_at is None
@@ -132,10 +136,10 @@ def finish(*, run_id: int, status: str = "succeeded", error: str | None = None,
     return db.session.get(JobRun, run_id)
 
 
-def fail(*, run_id: int, error: BaseException | str) -> JobRun:
+def fail(*, run_id: int, error: BaseException | str, details: dict | None = None) -> JobRun:
     db.session.rollback()
     text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    return finish(run_id=run_id, status="failed", error=text)
+    return finish(run_id=run_id, status="failed", error=text, details=details)
 
 
 # --- reads for the dashboard and the scheduler -----------------------------------------------

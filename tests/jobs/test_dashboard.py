@@ -107,3 +107,55 @@ def test_runs_fragment_for_htmx_paging(login, make):
     first_page_last = min(r.id for r in jobruns.recent(limit=25))
     frag = admin.htmx(f"/jobs/?before={first_page_last}").get_data(as_text=True)
     assert "<html" not in frag and "p0" in frag
+
+
+def test_a_partial_run_shows_its_errors_and_an_admin_retries_the_failed(login, make, breakage):
+    customers = [make.customer() for _ in range(3)]
+    broken = breakage.grant(customers[1].id)
+    result = distribution.run(period="2031-04")
+    assert result.status == "partial"
+    url = f"/jobs/runs/{result.run_id}"
+
+    finance = login("finance")
+    page = finance.get(url).get_data(as_text=True)
+    assert "partial" in page and "failing" in page and "injected failure" in page
+    assert "Retry failed</button>" not in page  # look, not act
+    assert finance.post(f"{url}/retry").status_code == 403
+    index = finance.get("/jobs/").get_data(as_text=True)
+    assert "retry failed</a>" in index
+
+    admin = login("admin")
+    assert "Retry failed</button>" in admin.get(url).get_data(as_text=True)
+    assert admin.post(f"{url}/retry", csrf=False).status_code == 400  # CSRF
+    db.session.rollback()
+    assert db.session.get(JobRun, result.run_id).status == "partial"
+
+    breakage.heal(broken)
+    resp = admin.post(f"{url}/retry")
+    assert resp.status_code == 302 and resp.headers["Location"].endswith(url)
+    run = _wait_finished(result.run_id)
+    assert (run.status, run.users_count, run.processed_count, run.error_count) == \
+        ("succeeded", 3, 3, 0)
+    assert [a["kind"] for a in run.details["attempts"]] == ["run", "retry"]
+    audit = db.session.scalar(select(AuditLog).where(AuditLog.action == "jobs.retry"))
+    assert audit.target_id == str(result.run_id) and audit.before["status"] == "partial"
+    assert audit.after["started"] is True
+    page = admin.get(url).get_data(as_text=True)
+    assert "fixed" in page and "Retry failed</button>" not in page
+    # A succeeded run is not retried: the route says so and changes nothing.
+    again = admin.post(f"{url}/retry")
+    assert again.status_code == 302
+    assert "only a partial distribution run is retried" in admin.get(url).get_data(as_text=True)
+    assert db.session.scalar(select(func.count(CreditGrant.id))
+                             .where(CreditGrant.source == "distribution")) == 3
+
+
+def test_preview_of_a_partial_period_offers_the_retry_of_the_missing_customers(login, make,
+                                                                               breakage):
+    customers = [make.customer() for _ in range(2)]
+    breakage.grant(customers[0].id)
+    result = distribution.run(period="2031-04")
+    page = login("admin").get("/jobs/distribute_credits/preview?period=2031-04") \
+        .get_data(as_text=True)
+    assert f"run #{result.run_id}</a>, partial" in page and "Retry failed</button>" in page
+    assert customers[0].email in page and customers[1].email not in page

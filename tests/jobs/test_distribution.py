@@ -151,7 +151,7 @@ def test_a_customer_without_an_account_is_an_error_and_the_run_goes_on(make):
     err = db.session.scalar(select(JobRunError))
     assert err.customer_id == orphan.id and "account" in err.error
     assert all(_granted(c) == [50] for c in good)
-    assert db.session.get(JobRun, result.run_id).status == "succeeded"
+    assert db.session.get(JobRun, result.run_id).status == "partial" == result.status
 
 
 def test_run_logs_a_starting_and_a_finished_line(make, caplog):
@@ -171,3 +171,30 @@ def test_bad_period_is_refused(app):
     from services.core.errors import ValidationFailed
     with pytest.raises(ValidationFailed):
         distribution.run(period="2031-13")
+
+
+def test_demo_distribution_grants_carry_their_period_run_as_the_job_writes_them(app):
+    from services.demo import dataset as demo
+
+    demo.load(customers=60, seed=3, months=3)
+    runs = {r.period: r for r in db.session.scalars(
+        select(JobRun).where(JobRun.job == "distribute_credits"))}
+    grants = list(db.session.scalars(select(CreditGrant).where(
+        CreditGrant.source == "distribution")))
+    assert grants and runs
+    assert all(g.job_run_id == runs[g.period].id for g in grants)
+    entries = list(db.session.scalars(select(LedgerEntry).where(
+        LedgerEntry.idempotency_key.like("distribution:%"))))
+    assert len(entries) == len(grants)
+    assert all(e.job_run_id == runs[e.idempotency_key.split(":")[1]].id
+               and (e.actor_type, e.actor_id) == ("job", "distribute_credits") for e in entries)
+    for period, r in runs.items():
+        mine = [g for g in grants if g.period == period]
+        assert (r.status, r.processed_count, r.users_count, r.error_count) == \
+            ("succeeded", len(mine), len(mine), 0)
+        assert r.details["credits"] == sum(g.amount for g in mine)
+    # A trigger of a demo period is the no-op of a period that ran.
+    period = max(runs)
+    again = distribution.run(period=period, trigger="cli")
+    assert again.already_done and again.run_id == runs[period].id
+    assert reconcile.run().ok

@@ -69,13 +69,14 @@ def per_credit():
     return index()
 
 
-@bp.get("/<key>/impact")
+@bp.get("/impact")
 @require("settings.manage")
-def impact(key: str):
-    """Preview of a new price per credit: each package that follows it, old -> new price
-    (read-only; htmx while typing, or the whole page with the preview in its row)."""
+def impact():
+    """Preview of a new price per credit (`?key=&value=`): each package that follows it,
+    old -> new price (read-only; htmx while typing, or the whole page with it in its row)."""
+    key = str_arg("key", 64)
     spec = settings_service.SPECS.get(key)
-    value = request.args.get("value", "")
+    value = (request.args.get("value") or "")[:20]
     preview = package_prices.setting_impact(key, value) if spec else None
     if preview is None:
         abort(404)

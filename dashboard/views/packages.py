@@ -7,7 +7,14 @@ from flask_wtf import FlaskForm
 from wtforms import DecimalField, IntegerField, SelectField, StringField, ValidationError
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from dashboard.views._catalog import Area, ConfirmMixin, from_minor, make_blueprint, to_minor
+from dashboard.views._catalog import (
+    Area,
+    ConfirmMixin,
+    catalog_value,
+    from_minor,
+    make_blueprint,
+    to_minor,
+)
 from services.catalog import packages as package_prices
 
 PRICING_CHOICES = [("fixed", "A fixed price"), ("per_credit", "The price per credit (Settings)")]
@@ -22,7 +29,7 @@ class PackageForm(ConfirmMixin, FlaskForm):
     price = DecimalField("Price", [Optional(), NumberRange(min=0)], places=None)
     currency = StringField("Currency", [Length(min=3, max=3)], default="USD")
     discount = DecimalField("Discount (%)", [Optional(), NumberRange(
-        min=0, max=90, message="Must be between 0% and 90%.")], places=None, default=0)
+        min=0, max=90, message="Must be between 0%% and 90%%.")], places=None, default=0)
     expiry_days = IntegerField("Credits expire after (days)", [Optional(), NumberRange(min=1)])
     sort_order = IntegerField("Sort order", [Optional(), NumberRange(min=0)], default=0)
 
@@ -69,8 +76,7 @@ bp.add_app_template_global(package_prices.effective_price, "package_price")
 
 def percent_bp(bp: int | None) -> str:
     """Basis points as a percentage: 1250 -> 12.5%, 1000 -> 10%."""
-    text = f"{Decimal(bp or 0) / 100:f}"
-    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
+    return catalog_value(bp or 0, "discount_bp")
 
 
 bp.add_app_template_filter(percent_bp, "percent_bp")

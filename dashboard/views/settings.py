@@ -47,7 +47,7 @@ def _per_credit_ctx() -> dict:
     """The packages that follow a price per credit, with what they sell for now."""
     followers = package_prices.following()
     return dict(followers=followers, follower_prices=package_prices.effective_prices(followers),
-                price_keys=settings_service.PRICE_PER_CREDIT)
+                price_keys=settings_service.PRICE_PER_CREDIT, specs=settings_service.SPECS)
 
 
 @bp.get("/")
@@ -56,8 +56,7 @@ def index():
     values, last = settings_service.all_values(), settings_service.last_changes()
     hist = _history_ctx()
     return htmx.render("settings/index.html", None, rows=_rows(values, last),
-                       specs=settings_service.SPECS, emails=_emails(last.values(), hist["history"]),
-                       **hist, **_per_credit_ctx())
+                       emails=_emails(last.values(), hist["history"]), **hist, **_per_credit_ctx())
 
 
 @bp.get("/per-credit")
@@ -87,8 +86,7 @@ def impact():
     values, last = settings_service.all_values(), settings_service.last_changes()
     hist = _history_ctx()
     return htmx.render("settings/index.html", None, rows=_rows(values, last),
-                       specs=settings_service.SPECS, emails=_emails(last.values(), hist["history"]),
-                       **hist, **_per_credit_ctx(), **ctx)
+                       emails=_emails(last.values(), hist["history"]), **hist, **_per_credit_ctx(), **ctx)
 
 
 @bp.get("/history")
@@ -99,8 +97,7 @@ def history():
     block = "history_rows" if int_arg("before") else "history"
     values, last = settings_service.all_values(), settings_service.last_changes()
     return htmx.render("settings/index.html", block, rows=_rows(values, last),
-                       specs=settings_service.SPECS, emails=_emails(last.values(), hist["history"]),
-                       **hist, **_per_credit_ctx())
+                       emails=_emails(last.values(), hist["history"]), **hist, **_per_credit_ctx())
 
 
 @bp.post("/<key>")

@@ -87,7 +87,8 @@ def test_create_a_per_credit_package_through_the_form(login, make):
     ({"discount": "12.345"}, "discount", "two decimals"),
     ({"currency": "EUR"}, "pricing", "no price per credit in EUR"),
     ({"pricing": "fixed", "price": "", "discount": "0"}, "price", "required"),
-    ({"pricing": "fixed", "price": "10.00", "discount": "5"}, "discount", "only to a package priced per credit"),
+    ({"pricing": "fixed", "price": "10.00", "discount": "5"}, "discount",
+     "only to a package priced per credit"),
     ({"pricing": "free"}, "pricing", "Not a valid choice"),
 ], ids=["over-90", "negative", "three-decimals", "no-price-per-credit", "fixed-needs-price",
         "fixed-no-discount", "unknown-mode"])

@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 
 from models import AuditLog, CreditPackage, SettingChange, db
+from services.catalog import edit as catalog
 from services.catalog import packages as package_prices
 from services.core import settings as app_settings
 from services.core.errors import ValidationFailed
@@ -102,9 +103,8 @@ def test_package_form_validation(login, make, data, field, message):
     assert db.session.query(CreditPackage).filter_by(code="bad").count() == 0
 
 
-def test_per_credit_needs_a_price_per_credit_in_the_service_too(make, factory):
+def test_per_credit_needs_a_price_per_credit_in_the_service_too(make):
     with pytest.raises(ValidationFailed) as err:
-        from services.catalog import edit as catalog
         catalog.create("package", {"code": "x", "name": "X", "credits": 10, "currency": "INR",
                                    "pricing": "per_credit", "discount_bp": 0}, staff=None)
     assert "no price per credit in INR" in err.value.details["pricing"]

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import ArchivableMixin, Credits, created, db, id_pk, utcnow
 
 PLAN_INTERVALS = ("free", "month", "year", "lifetime")
+PACKAGE_PRICING = ("fixed", "per_credit")
 
 
 class Plan(ArchivableMixin, db.Model):
@@ -33,10 +34,15 @@ class CreditPackage(ArchivableMixin, db.Model):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(120))
     credits: Mapped[int] = mapped_column(Credits)
+    # The fixed price; a per_credit package sells at credits x the price per credit of its
+    # currency less `discount_bp` (services/catalog/packages.py) and keeps this for going back.
     price_minor: Mapped[int] = mapped_column(Credits)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     expiry_days: Mapped[int | None]
     sort_order: Mapped[int] = mapped_column(default=0)
+    pricing: Mapped[str] = mapped_column(String(16), default="fixed", server_default="fixed")
+    # Discount on the per-credit price in basis points (1,000 = 10%); 0 for fixed packages.
+    discount_bp: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class FeaturePrice(ArchivableMixin, db.Model):

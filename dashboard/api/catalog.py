@@ -8,6 +8,7 @@ from dashboard.api import schemas as sc
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok
 from models import CreditPackage, Plan, db
+from services.catalog import packages as package_prices
 
 bp = Blueprint("api_catalog", __name__, url_prefix="/api/v1")
 
@@ -16,12 +17,21 @@ bp = Blueprint("api_catalog", __name__, url_prefix="/api/v1")
 @describe(summary="Active credit packages", response=sc.PackageList, tag="catalog")
 @api_key_required()
 def packages():
+    """`price_minor` is what a checkout started now charges: the fixed price, or credits at the
+    price per credit of the currency less `discount_bp` (a package priced per credit in a
+    currency without one cannot be bought and is left out)."""
     rows = db.session.scalars(select(CreditPackage).where(CreditPackage.archived_at.is_(None))
                               .order_by(CreditPackage.sort_order, CreditPackage.price_minor,
                                         CreditPackage.id))
-    return ok({"packages": [{"id": p.id, "code": p.code, "name": p.name, "credits": p.credits,
-                             "price_minor": p.price_minor, "currency": p.currency,
-                             "expiry_days": p.expiry_days} for p in rows]})
+    out = []
+    for p in rows:
+        price = package_prices.effective_price(p)
+        if price is not None:
+            out.append({"id": p.id, "code": p.code, "name": p.name, "credits": p.credits,
+                        "price_minor": price, "currency": p.currency,
+                        "expiry_days": p.expiry_days, "pricing": p.pricing,
+                        "discount_bp": p.discount_bp})
+    return ok({"packages": out})
 
 
 @bp.get("/plans")

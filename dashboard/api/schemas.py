@@ -324,9 +324,13 @@ class PackageOut(BaseModel):
     code: str
     name: str
     credits: int
-    price_minor: int
+    price_minor: int = Field(description="What a checkout started now charges, in minor units")
     currency: str
     expiry_days: int | None
+    pricing: Literal["fixed", "per_credit"] = Field(
+        description="fixed, or per_credit: credits x the price per credit of the currency, "
+                    "less discount_bp, rounded half up to a minor unit")
+    discount_bp: int = Field(description="Discount on the per-credit price in basis points")
 
 
 class PlanOut(BaseModel):

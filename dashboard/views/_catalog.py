@@ -101,6 +101,11 @@ def catalog_value(value, field: str, currency: str = "USD") -> str:
     from dashboard.filters import credits, money
     if value is None or value == "":
         return "none"
+    if field == "pricing":
+        return {"fixed": "fixed price", "per_credit": "price per credit"}.get(value, str(value))
+    if field.endswith("_bp"):
+        text = f"{Decimal(value) / 100:f}"
+        return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
     if field.endswith("_minor"):
         return money(value, currency)
     if field.endswith("_micros"):

@@ -1,7 +1,7 @@
 """Settings: every tunable value with validation, and who changed what from what to what, and why."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, url_for
+from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
@@ -10,6 +10,7 @@ from wtforms.validators import DataRequired, Length
 from dashboard import htmx
 from dashboard.auth import client_ip, require
 from dashboard.respond import changed, int_arg, refused, str_arg
+from services.catalog import packages as package_prices
 from services.core import settings as settings_service
 from services.core.errors import ServiceError, ValidationFailed
 from services.staff import accounts as staff_service
@@ -42,14 +43,50 @@ def _emails(*groups) -> dict[int, str]:
     return staff_service.emails_by_id(c.staff_id for g in groups for c in g if c)
 
 
+def _per_credit_ctx() -> dict:
+    """The packages that follow a price per credit, with what they sell for now."""
+    followers = package_prices.following()
+    return dict(followers=followers, follower_prices=package_prices.effective_prices(followers),
+                price_keys=settings_service.PRICE_PER_CREDIT, specs=settings_service.SPECS)
+
+
 @bp.get("/")
 @require("settings.manage")
 def index():
     values, last = settings_service.all_values(), settings_service.last_changes()
     hist = _history_ctx()
     return htmx.render("settings/index.html", None, rows=_rows(values, last),
-                       specs=settings_service.SPECS, emails=_emails(last.values(), hist["history"]),
-                       **hist)
+                       emails=_emails(last.values(), hist["history"]), **hist, **_per_credit_ctx())
+
+
+@bp.get("/per-credit")
+@require("settings.manage")
+def per_credit():
+    """The packages priced per credit alone (htmx refresh after a change); else the page."""
+    if htmx.is_htmx():
+        return htmx.render("settings/index.html", "per_credit", **_per_credit_ctx())
+    return index()
+
+
+@bp.get("/impact")
+@require("settings.manage")
+def impact():
+    """Preview of a new price per credit (`?key=&value=`): each package that follows it,
+    old -> new price (read-only; htmx while typing, or the whole page with it in its row)."""
+    key = str_arg("key", 64)
+    spec = settings_service.SPECS.get(key)
+    value = (request.args.get("value") or "")[:20]
+    preview = package_prices.setting_impact(key, value) if spec else None
+    if preview is None:
+        abort(404)
+    ctx = dict(impact_key=key, impact=preview, impact_value=value)
+    if htmx.is_htmx():
+        return htmx.render("settings/index.html", "setting_impact",
+                           r={"spec": spec}, price_keys=settings_service.PRICE_PER_CREDIT, **ctx)
+    values, last = settings_service.all_values(), settings_service.last_changes()
+    hist = _history_ctx()
+    return htmx.render("settings/index.html", None, rows=_rows(values, last),
+                       emails=_emails(last.values(), hist["history"]), **hist, **_per_credit_ctx(), **ctx)
 
 
 @bp.get("/history")
@@ -60,8 +97,7 @@ def history():
     block = "history_rows" if int_arg("before") else "history"
     values, last = settings_service.all_values(), settings_service.last_changes()
     return htmx.render("settings/index.html", block, rows=_rows(values, last),
-                       specs=settings_service.SPECS, emails=_emails(last.values(), hist["history"]),
-                       **hist)
+                       emails=_emails(last.values(), hist["history"]), **hist, **_per_credit_ctx())
 
 
 @bp.post("/<key>")
@@ -76,7 +112,8 @@ def update(key: str):
     def row(**extra):
         value = settings_service.all_values()[key]
         last = settings_service.last_changes().get(key)
-        return dict(r={"spec": spec, "value": value, "last": last}, emails=_emails([last]), **extra)
+        return dict(r={"spec": spec, "value": value, "last": last}, emails=_emails([last]),
+                    price_keys=settings_service.PRICE_PER_CREDIT, **extra)
 
     if not form.validate_on_submit():
         errors = [e for f in (form.value, form.reason) for e in f.errors]

@@ -25,7 +25,8 @@ from models import (
     db,
     utcnow,
 )
-from models.catalog import PLAN_INTERVALS
+from models.catalog import PACKAGE_PRICING, PLAN_INTERVALS
+from services.catalog import packages as package_prices
 from services.core import audit
 from services.core import settings as app_settings
 from services.core.db import atomic
@@ -51,7 +52,8 @@ KINDS = {
                                 "monthly_credits", "credit_expiry_days", "stripe_price_id",
                                 "description"), "code", "plans", "Plan"),
     "package": Kind("package", CreditPackage, ("code", "name", "credits", "price_minor",
-                                               "currency", "expiry_days", "sort_order"),
+                                               "currency", "expiry_days", "sort_order",
+                                               "pricing", "discount_bp"),
                     "code", "packages", "Credit package"),
     "price": Kind("price", FeaturePrice, ("feature", "label", "unit", "credits_per_unit",
                                           "provider_cost_micros", "currency"),
@@ -59,7 +61,7 @@ KINDS = {
 }
 # The fields whose change alters what customers pay or receive: previewed before saving.
 IMPACT_FIELDS = {"plan": ("monthly_credits", "price_minor"),
-                 "package": ("credits", "price_minor"),
+                 "package": ("credits", "price_minor", "pricing", "discount_bp"),
                  "price": ("credits_per_unit",)}
 
 
@@ -69,6 +71,7 @@ class ListPage:
     more: bool
     next_after: int | None
     usage: dict[int, int] = field(default_factory=dict)  # id -> customers / purchases / units
+    prices: dict[int, int | None] = field(default_factory=dict)  # package id -> effective price
 
 
 def _kind(kind: str) -> Kind:
@@ -98,7 +101,8 @@ def list_items(kind: str, *, status: str = "active", after_id: int | None = None
     more = len(rows) > limit
     rows = rows[:limit]
     return ListPage(rows=rows, more=more, next_after=rows[-1].id if more else None,
-                    usage=_usage(kind, rows))
+                    usage=_usage(kind, rows),
+                    prices=package_prices.effective_prices(rows) if kind == "package" else {})
 
 
 def _usage(kind: str, rows: list) -> dict[int, int]:
@@ -188,9 +192,9 @@ def clean(kind: str, data: dict, *, existing=None) -> dict:
     elif kind == "package":
         out["name"] = _text(data, "name", errors, max_len=120)
         out["credits"] = _int(data, "credits", errors, minimum=1)
-        out["price_minor"] = _int(data, "price_minor", errors, minimum=1)
         out["expiry_days"] = _int(data, "expiry_days", errors, minimum=1, optional=True)
         out["sort_order"] = _int(data, "sort_order", errors, optional=True) or 0
+        _clean_package_price(data, out, errors, existing)
     else:
         out["label"] = _text(data, "label", errors, max_len=120)
         out["unit"] = _text(data, "unit", errors, max_len=32) or "request"
@@ -201,6 +205,38 @@ def clean(kind: str, data: dict, *, existing=None) -> dict:
         raise ValidationFailed(f"Check the form: {first[0].replace('_', ' ')} {first[1]}.",
                                details=errors)
     return out
+
+
+def _clean_package_price(data: dict, out: dict, errors: dict, existing) -> None:
+    """A fixed price, or the price per credit of the currency less a discount (0-90%)."""
+    pricing = (data.get("pricing") or "fixed").strip()
+    if pricing not in PACKAGE_PRICING:
+        errors["pricing"] = "choose a fixed price or the price per credit"
+    out["pricing"] = pricing
+    bp = _int(data, "discount_bp", errors, optional=True) or 0
+    if "discount_bp" not in errors and bp > package_prices.MAX_DISCOUNT_BP:
+        errors["discount_bp"] = "must be between 0% and 90%"
+    out["discount_bp"] = bp
+    if pricing != "per_credit":
+        out["price_minor"] = _int(data, "price_minor", errors, minimum=1)
+        if bp and "discount_bp" not in errors:
+            errors["discount_bp"] = "applies only to a package priced per credit; set it to 0"
+        return
+    currency = out["currency"]
+    ppc = package_prices.price_per_credit(currency)
+    if ppc is None and "currency" not in errors:
+        have = ", ".join(c for c in package_prices.currencies()
+                         if package_prices.price_per_credit(c))
+        errors["pricing"] = (f"there is no price per credit in {currency} (Settings); "
+                             f"{'there is one in ' + have if have else 'none is set'}")
+    # The fixed price is kept (for going back to fixed); a new package starts with today's.
+    price = _int(data, "price_minor", errors, minimum=1, optional=True)
+    if price is None:
+        price = existing.price_minor if existing is not None else None
+    if price is None and ppc and out.get("credits") and "discount_bp" not in errors:
+        price = package_prices.per_credit_amount(credits=out["credits"], price_per_credit=ppc,
+                                                 discount_bp=bp)
+    out["price_minor"] = price or 1
 
 
 def snapshot(kind: str, obj) -> dict:
@@ -371,13 +407,19 @@ class Impact:
 def _merged(kind: str, obj, data: dict) -> dict:
     """The item's values with the submitted ones on top (unparseable numbers keep the old)."""
     out = snapshot(kind, obj)
-    for f in IMPACT_FIELDS[kind]:
+    # A package's currency picks the price per credit it follows.
+    for f in IMPACT_FIELDS[kind] + (("currency",) if kind == "package" else ()):
         raw = data.get(f)
         if raw is None or str(raw).strip() == "":
+            continue
+        if f in ("pricing", "currency"):
+            out[f] = str(raw).strip() if f == "pricing" else str(raw).strip().upper()
             continue
         try:
             v = int(str(raw).strip().replace(",", ""))
         except ValueError:
+            continue
+        if f == "discount_bp" and v > package_prices.MAX_DISCOUNT_BP:
             continue
         if 0 <= v <= MAX_AMOUNT:
             out[f] = v
@@ -413,12 +455,28 @@ def impact(kind: str, item_id: int, data: dict) -> Impact:
         n, buyers = s.execute(select(func.count(Payment.id), func.count(func.distinct(Payment.customer_id)))
                               .where(Payment.package_id == obj.id, Payment.paid_at >= since)).one()
         n, buyers = int(n or 0), int(buyers or 0)
+        if new["pricing"] not in ("fixed", "per_credit"):
+            new["pricing"] = obj.pricing
+        if new["pricing"] == "fixed":
+            diff.pop("discount_bp", None)
+        if new["pricing"] == "per_credit":
+            diff.pop("price_minor", None)  # kept for going back to fixed; not what is charged
+        price_old = package_prices.effective_price(obj)
+        price_new = package_prices.effective_price(CreditPackage(**{
+            f: new[f] for f in ("credits", "price_minor", "currency", "pricing", "discount_bp")}))
         out = Impact(kind, customers=buyers,
                      basis=f"{_n(n, 'purchase')} by {_n(buyers, 'customer')} in the last {USAGE_DAYS} days",
                      credits_old=n * obj.credits, credits_new=n * new["credits"],
-                     money_old=n * obj.price_minor, money_new=n * new["price_minor"],
                      currency=obj.currency, money_label="Revenue per month at that volume",
                      changes=diff)
+        if price_old is not None and price_new is not None:
+            out.money_old, out.money_new = n * price_old, n * price_new
+        if price_new is None:
+            out.notes.append(f"No price per credit is set in {new['currency']}: it could not be "
+                             "sold priced per credit.")
+        elif new["pricing"] == "per_credit":
+            out.notes.append("Priced per credit: it follows the price per credit of "
+                             f"{new['currency']} (Settings) at every checkout.")
         out.notes.append("Credits already bought are not changed.")
         return out
     units, buyers, unpriced = s.execute(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select
 
-from models import Setting, SettingChange, db, utcnow
+from models import CreditPackage, Setting, SettingChange, db, utcnow
 from services.core import audit
 from services.core.db import atomic
 from services.core.errors import ValidationFailed
@@ -26,7 +26,11 @@ class Spec:
 
 SPECS: dict[str, Spec] = {s.key: s for s in [
     Spec("price_per_credit_minor", "Price per credit", int, 1,
-         "What one credit sells for, in minor units (cents) of the default currency.", 0, "minor units"),
+         "What one credit sells for, in minor units (cents) of the default currency (USD); "
+         "USD packages priced per credit follow it.", 0, "minor units"),
+    Spec("price_per_credit_inr_minor", "Price per credit (INR)", int, 0,
+         "What one credit sells for in paise; INR packages priced per credit follow it "
+         "(0 = none: INR packages are sold at fixed prices only).", 0, "paise"),
     Spec("refund_window_days", "Refund window", int, 14,
          "Days after a purchase during which its unused credits can be refunded.", 0, "days"),
     Spec("free_monthly_credits", "Free monthly credits", int, 50,
@@ -43,6 +47,10 @@ SPECS: dict[str, Spec] = {s.key: s for s in [
          "Hours after expires_at during which credits can still be spent.", 0, "hours"),
 ]}
 
+# The price per credit of each currency that has one (services/catalog/packages.py prices
+# per-credit packages with it); a currency not listed here has none.
+PRICE_PER_CREDIT = {"USD": "price_per_credit_minor", "INR": "price_per_credit_inr_minor"}
+
 _cache: dict[str, tuple[float, int | bool]] = {}
 _lock = threading.Lock()
 _TTL = 30.0
@@ -54,12 +62,13 @@ def _parse(spec: Spec, raw: str) -> int | bool:
     return int(raw)
 
 
-def get(key: str) -> int | bool:
-    """The current value (cached for 30 s in this process; a change here clears the cache)."""
+def get(key: str, *, fresh: bool = False) -> int | bool:
+    """The current value (cached for 30 s in this process; a change here clears the cache;
+    `fresh` reads the database, for money computed from it at checkout)."""
     spec = SPECS[key]
     now = time.monotonic()
     hit = _cache.get(key)
-    if hit and now - hit[0] < _TTL:
+    if hit and now - hit[0] < _TTL and not fresh:
         return hit[1]
     row = db.session.get(Setting, key)
     value = _parse(spec, row.value) if row else spec.default
@@ -105,6 +114,7 @@ def update(*, key: str, value: str | int | bool, staff=None, reason: str | None 
         old = _parse(SPECS[key], row.value) if row else SPECS[key].default
         if old == new:
             return None
+        _check_price_per_credit(s, key, new)
         new_raw = str(new).lower() if isinstance(new, bool) else str(new)
         old_raw = None if row is None else row.value
         if row is None:
@@ -120,6 +130,21 @@ def update(*, key: str, value: str | int | bool, staff=None, reason: str | None 
                      before={key: old}, after={key: new}, reason=reason, ip=ip)
     clear_cache()
     return change
+
+
+def _check_price_per_credit(s, key: str, new: int | bool) -> None:
+    """A price per credit cannot go to 0 while active packages are priced by it."""
+    currency = next((c for c, k in PRICE_PER_CREDIT.items() if k == key), None)
+    if currency is None or new:
+        return
+    names = list(s.scalars(select(CreditPackage.name).where(
+        CreditPackage.pricing == "per_credit", CreditPackage.currency == currency,
+        CreditPackage.archived_at.is_(None)).order_by(CreditPackage.id).limit(4)))
+    if names:
+        raise ValidationFailed(
+            f"{SPECS[key].label} cannot be 0: {', '.join(names[:3])}"
+            f"{' and others' if len(names) > 3 else ''} {'is' if len(names) == 1 else 'are'} "
+            f"priced per credit in {currency}. Give them a fixed price or archive them first.")
 
 
 def history(*, key: str | None = None, before_id: int | None = None,

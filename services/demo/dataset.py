@@ -37,6 +37,8 @@ from models import (
     db,
     utcnow,
 )
+from services.catalog.packages import per_credit_amount
+from services.core import settings as app_settings
 from services.ledger.rules import PAID_SOURCES, Actor, entry_row, plan_draw
 from services.staff import accounts as staff_service
 
@@ -59,6 +61,13 @@ FEATURES = [  # feature, label, unit, credits per unit, provider cost micros per
     ("video", "Video generation", "clip", 40, 300000, 6), ("lip-sync", "Lip-sync", "clip", 25, 150000, 4),
 ]
 INR_PER_USD = 84
+# Razorpay sells in INR: the same four packs, priced per credit at INR_PER_USD paise a credit
+# less a discount (code, name, credits, discount in basis points), so each costs INR_PER_USD x
+# its USD price (500 credits: Rs 420; 20,000 credits at 30% off: Rs 11,760).
+INR_PACKAGES = [
+    ("starter-inr", "Starter pack (INR)", 500, 0), ("standard-inr", "Standard pack (INR)", 2000, 1000),
+    ("pro-inr", "Pro pack (INR)", 5000, 2000), ("studio-inr", "Studio pack (INR)", 20000, 3000),
+]
 FREE_CREDITS = 50
 FIRST_NAMES = ["Ava", "Liam", "Mia", "Noah", "Zoe", "Ethan", "Aria", "Leo", "Isla", "Kai", "Maya",
                "Arjun", "Priya", "Chen", "Yuki", "Lucas", "Sofia", "Omar", "Lena", "Ravi", "Nora",
@@ -233,10 +242,15 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
     packages = [CreditPackage(code=c, name=n, credits=cr, price_minor=p, currency="USD",
                               sort_order=k, created_at=start)
                 for k, (c, n, cr, p) in enumerate(PACKAGES)]
+    inr_packages = [CreditPackage(code=c, name=n, credits=cr, currency="INR", pricing="per_credit",
+                                  discount_bp=bp, sort_order=k, created_at=start,
+                                  price_minor=per_credit_amount(credits=cr, price_per_credit=INR_PER_USD,
+                                                                discount_bp=bp))
+                    for k, (c, n, cr, bp) in enumerate(INR_PACKAGES)]
     features = [FeaturePrice(feature=f, label=lbl, unit=u, credits_per_unit=c,
                              provider_cost_micros=pc, currency="USD", created_at=start)
                 for f, lbl, u, c, pc, _w in FEATURES]
-    s.add_all(plans + packages + features)
+    s.add_all(plans + packages + inr_packages + features)
     staff = []
     for email, role, name, password in DEMO_STAFF:
         if s.scalar(select(Staff).where(Staff.email == email)) is None:
@@ -250,6 +264,10 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
     s.add(SettingChange(key="free_monthly_credits", old_value="30", new_value=str(FREE_CREDITS),
                         staff_id=admin.id, reason="Launch promotion",
                         created_at=start + timedelta(days=3)))
+    s.add(Setting(key="price_per_credit_inr_minor", value=str(INR_PER_USD), updated_by_id=admin.id))
+    s.add(SettingChange(key="price_per_credit_inr_minor", old_value="0", new_value=str(INR_PER_USD),
+                        staff_id=admin.id, reason="Razorpay launch in India",
+                        created_at=start + timedelta(days=1)))
     s.flush()
 
     def next_id(model) -> int:
@@ -364,14 +382,18 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
             provider = "stripe" if kind != "purchase" or rng.random() < 0.65 else "razorpay"
             if kind == "purchase":
                 pkg = rng.choices(packages, weights=[40, 35, 18, 7])[0]
-                credits, amount, pkg_id, plan_id = pkg.credits, pkg.price_minor, pkg.id, None
+                if provider == "razorpay":  # the same pack, sold in INR at the price per credit
+                    pkg = inr_packages[packages.index(pkg)]
+                    amount = per_credit_amount(credits=pkg.credits, price_per_credit=INR_PER_USD,
+                                               discount_bp=pkg.discount_bp)
+                else:
+                    amount = pkg.price_minor
+                credits, pkg_id, plan_id = pkg.credits, pkg.id, None
             else:
                 plan = ev["plan"]
                 credits = plan.monthly_credits if kind == "invoice" else 0
                 amount, pkg_id, plan_id = plan.price_minor, None, plan.id
-            currency = "INR" if provider == "razorpay" else "USD"
-            if currency == "INR":
-                amount *= INR_PER_USD
+            currency = pkg.currency if kind == "purchase" else plan.currency
             ref = hashlib.sha256(f"{seed}:{pay_id}".encode()).hexdigest()[:14]
             pay = dict(id=pay_id, customer_id=cid, provider=provider,
                        kind="package" if kind == "purchase" else "subscription",
@@ -525,6 +547,7 @@ def load(*, customers: int = 1000, seed: int = 7, months: int = 6,
             conn.execute(insert(table), chunk)
     _reset_sequences(s)
     s.commit()
+    app_settings.clear_cache()  # the settings written above, read at once by this process
     # Planner statistics for what was just bulk-loaded: without them SQLite sorts 70,000 ids to
     # show 50 rows of a broad filter instead of walking the primary key (and PostgreSQL would
     # wait for autovacuum to learn the tables' shape).

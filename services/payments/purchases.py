@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import CreditPackage, Customer, LedgerEntry, Payment, Plan, db, utcnow
+from services.catalog import packages as package_prices
 from services.core.db import atomic
 from services.core.errors import Conflict, CustomerNotFound, NotFound, PaymentProviderError, ValidationFailed
 from services.ledger import posting as ledger
@@ -127,8 +128,14 @@ def _record_intent(*, external_id: str, provider: str, package_id: int | None,
             package = s.get(CreditPackage, package_id)
             if package is None or not package.active:
                 raise NotFound(f"No active credit package {package_id}.")
+            # Priced now: a per-credit package follows the current price per credit; the
+            # payment keeps what is charged, so a later change never alters it.
+            amount = package_prices.effective_price(package, fresh=True)
+            if amount is None:
+                raise Conflict(f"Package {package.code} is priced per credit and there is no "
+                               f"price per credit in {package.currency}; it cannot be sold now.")
             payment = Payment(customer_id=customer.id, provider=provider, kind="package",
-                              package_id=package.id, amount_minor=package.price_minor,
+                              package_id=package.id, amount_minor=amount,
                               currency=package.currency.upper(), credits=package.credits)
             name = package.name
         else:

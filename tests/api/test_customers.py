@@ -189,7 +189,8 @@ def test_catalogue_lists_active_packages_and_plans(api, api_as, make):
     assert status == 200 and [p["code"] for p in body["data"]["packages"]] == ["small", "big"]
     assert body["data"]["packages"][0] == {"id": body["data"]["packages"][0]["id"], "code": "small",
                                            "name": body["data"]["packages"][0]["name"], "credits": 100,
-                                           "price_minor": 500, "currency": "USD", "expiry_days": None}
+                                           "price_minor": 500, "currency": "USD", "expiry_days": None,
+                                           "pricing": "fixed", "discount_bp": 0}
     plans = api.get("/api/v1/plans")[1]["data"]["plans"]
     assert [p["code"] for p in plans] == ["free"]
     assert_error(*ApiClient(api.client.application, None).get("/api/v1/plans")[:2],

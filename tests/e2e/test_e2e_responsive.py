@@ -207,7 +207,7 @@ def test_wide_tables_scroll_inside_their_card_to_the_last_column(login_as, live_
 
     last = page.locator(table).first.locator("thead th").last
     assert last.bounding_box()["x"] + last.bounding_box()["width"] > wrap.bounding_box()["x"] + box["client"]
-    wrap.hover()
+    wrap.hover()  # a sideways wheel or trackpad scrolls it to the end
     page.mouse.wheel(4000, 0)
     page.wait_for_function("w => w.scrollLeft >= w.scrollWidth - w.clientWidth - 1",
                            arg=wrap.element_handle())
@@ -215,6 +215,10 @@ def test_wide_tables_scroll_inside_their_card_to_the_last_column(login_as, live_
     w, c = wrap.bounding_box(), last.bounding_box()
     assert c["x"] >= w["x"] - 1 and c["x"] + c["width"] <= w["x"] + w["width"] + 1, (name, w, c)
     assert _page_width(page) <= NARROW["width"]
+    wrap.focus()  # and so does the keyboard
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("w => w.scrollLeft < w.scrollWidth - w.clientWidth - 1",
+                           arg=wrap.element_handle())
 
 
 def test_sidebar_stays_at_1280px(login_as):

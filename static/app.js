@@ -123,6 +123,14 @@
   var shut = function () { if (isOpen()) { setMenu(false, false); } };
   if (narrow.addEventListener) { narrow.addEventListener("change", shut); }
   window.addEventListener("pageshow", shut);
+  // An htmx history restore swaps in a fresh, closed sidebar: align the page state with it.
+  document.addEventListener("htmx:historyRestore", function () {
+    var open = isOpen();
+    document.documentElement.classList.toggle("menu-open", open);
+    toggles().forEach(function (btn) { btn.setAttribute("aria-expanded", open ? "true" : "false"); });
+    var main = document.querySelector(".shell > .main");
+    if (main) { main.inert = open; }
+  });
 
   // Tables wider than their card: mark which edge hides columns (the CSS fades it) and let the
   // keyboard reach the scroller (Tab to it, then the arrow keys scroll).

@@ -203,6 +203,8 @@ def test_wide_tables_scroll_inside_their_card_to_the_last_column(login_as, live_
     assert box["scroll"] > box["client"], f"{name}: the table fits at 800 px, nothing to scroll {box}"
     assert _page_width(page) <= NARROW["width"]  # the card scrolls, not the page
     expect(wrap).to_have_attribute("data-overflow", "right")  # the fade on the cut edge
+    fade = wrap.evaluate("w => getComputedStyle(w).maskImage || getComputedStyle(w).webkitMaskImage")
+    assert "gradient" in fade, fade
     assert box["tabindex"] == "0"  # the keyboard can reach and scroll it
 
     last = page.locator(table).first.locator("thead th").last

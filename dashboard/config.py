@@ -107,6 +107,9 @@ def from_env() -> dict:
         "RAZORPAY_WEBHOOK_SECRET": os.environ.get("RAZORPAY_WEBHOOK_SECRET"),
         "RAZORPAY_API_BASE": os.environ.get("RAZORPAY_API_BASE"),
         "CUSTOMER_WEBHOOK_SECRET": os.environ.get("CUSTOMER_WEBHOOK_SECRET"),
+        # Outbound webhooks (docs/webhooks.md): private/loopback URLs only when this is set.
+        "WEBHOOK_ALLOW_PRIVATE_URLS": _flag("WEBHOOK_ALLOW_PRIVATE_URLS", False),
+        "WEBHOOK_CONCURRENCY": int(os.environ.get("WEBHOOK_CONCURRENCY", "4")),
         # Rate limits (dashboard/api/limits.py, docs/api.md "Rate limits"): counters in Redis when
         # REDIS_URL is set, else in each process's memory.
         "REDIS_URL": os.environ.get("REDIS_URL") or None,

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 import urllib3
 from flask import current_app
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint, db, utcnow
@@ -260,15 +260,22 @@ def record(send: _Send, *, now: datetime, status: int | None, body: str | None,
             ep.failing_since = None
             log.info("events.delivered", extra={"delivery_id": d.id, "attempts": d.attempts})
             return
+        deadline = event_at + RETRY_FOR
         nxt = now + backoff(d.attempts)
-        if nxt > event_at + RETRY_FOR:
-            d.status, d.next_attempt_at = "failed", None
-        else:
-            d.next_attempt_at = nxt
+        if nxt > deadline:  # one last try at the deadline, then failed
+            nxt = deadline if now < deadline - LEASE else None
+        d.status = "pending" if nxt else "failed"
+        d.next_attempt_at = nxt
         ep.failing_since = ep.failing_since or now
         log.info("events.attempt_failed", extra={"delivery_id": d.id, "attempts": d.attempts,
                                                  "error": error, "status": d.status})
-        if ep.enabled and ep.failing_since <= now - DISABLE_AFTER:
+        # Disabled when it has failed everything for 3 days: by the clock, or because a delivery
+        # ran out of its 3 days of retries with no success anywhere since its first try.
+        s.flush()
+        first_try = s.scalar(select(func.min(WebhookAttempt.attempted_at))
+                             .where(WebhookAttempt.delivery_id == d.id))
+        if ep.enabled and (ep.failing_since <= now - DISABLE_AFTER or
+                           (d.status == "failed" and ep.failing_since <= first_try)):
             endpoints.disable(s, ep, reason=f"every delivery failed for "
                               f"{DISABLE_AFTER.days} days (last: {error})"[:200], now=now)
 

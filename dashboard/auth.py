@@ -36,7 +36,7 @@ PERMISSIONS = (
     "customers.view", "credits.adjust", "plans.manage", "pricing.manage", "settings.manage",
     "refunds.request", "refunds.approve", "transactions.view", "transactions.export",
     "analytics.view", "jobs.view", "jobs.run", "staff.manage", "apikeys.manage", "audit.view",
-    "webhooks.view", "webhooks.replay", "tasks.view", "tasks.manage",
+    "webhooks.view", "webhooks.replay", "tasks.view", "tasks.manage", "webhooks_out.manage",
     "sandbox.use",
 )
 # Least privilege: support helps customers, finance watches money; only admins change the

@@ -110,6 +110,9 @@ def from_env() -> dict:
         # The sandbox (docs/payments.md): "auto" acts only for providers on local doubles; "0" off.
         "PAYMENT_SANDBOX": os.environ.get("PAYMENT_SANDBOX", "auto"),
         "SANDBOX_WEBHOOK_URL": os.environ.get("SANDBOX_WEBHOOK_URL") or None,
+        # Outbound webhooks (docs/webhooks.md): private/loopback URLs only when this is set.
+        "WEBHOOK_ALLOW_PRIVATE_URLS": _flag("WEBHOOK_ALLOW_PRIVATE_URLS", False),
+        "WEBHOOK_CONCURRENCY": int(os.environ.get("WEBHOOK_CONCURRENCY", "4")),
         # Rate limits (dashboard/api/limits.py, docs/api.md "Rate limits"): counters in Redis when
         # REDIS_URL is set, else in each process's memory.
         "REDIS_URL": os.environ.get("REDIS_URL") or None,

@@ -21,6 +21,7 @@ NAV = [
     ("Catalogue", "Feature pricing", "pricing.index", "pricing.manage"),
     ("System", "Jobs", "jobs.index", "jobs.view"),
     ("System", "Webhooks", "webhooks.index", "webhooks.view"),
+    ("System", "Webhooks out", "webhooks_out.index", "webhooks_out.manage"),
     ("System", "Settings", "settings.index", "settings.manage"),
     ("System", "Staff", "staff.index", "staff.manage"),
     ("System", "API keys", "apikeys.index", "apikeys.manage"),

@@ -14,6 +14,7 @@ from flask import Flask
 
 from jobs import (
     cleanup_idempotency,
+    deliver_webhooks,
     distribute_credits,
     expire_credits,
     reconcile_ledger,
@@ -51,6 +52,8 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
          "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics."),
     _job(cleanup_idempotency, "Idempotency cleanup", "45 3 * * *", 360, "%Y-%m-%d",
          "Delete stored API replies (Idempotency-Key records) past their 24 h retention."),
+    _job(deliver_webhooks, "Outbound webhooks", "*/5 * * * * *", 1, "%Y-%m-%dT%H:%M:%S",
+         "Send new events to the product's webhook endpoints and retry failed deliveries."),
 ]}
 
 # The task runner's loops (services/tasks/runner): every 5 s and every 30 s, same leader rule.

@@ -91,5 +91,19 @@ def _print_preview(result) -> None:
         click.echo("  ...")
 
 
+@click.command("deliver-webhooks")
+@with_appcontext
+def deliver_webhooks() -> None:
+    """Send pending outbound webhooks now (the deliver_webhooks job, by hand)."""
+    from jobs import run
+    r = run("deliver_webhooks", trigger="cli")
+    d = r.details or {}
+    click.echo(f"deliver_webhooks: run {r.id} {r.status}; dispatched {d.get('dispatched', 0)} "
+               f"events, {d.get('attempted', 0)} attempts ({d.get('succeeded', 0)} succeeded, "
+               f"{d.get('failed', 0)} failed)")
+    sys.exit(0 if r.status == "succeeded" else 1)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(run_job)
+    app.cli.add_command(deliver_webhooks)

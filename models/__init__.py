@@ -5,7 +5,7 @@ from models.base import db, utcnow
 from models.catalog import CreditPackage, FeaturePrice, Plan, Setting, SettingChange
 from models.chat import PromptCache
 from models.customer import Account, Customer
-from models.event import OutboxEvent
+from models.event import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from models.job import JobRun, JobRunError, WebhookEvent
 from models.ledger import Allocation, CreditGrant, IdempotencyRecord, LedgerEntry
 from models.payment import Payment, Refund
@@ -19,5 +19,5 @@ __all__ = [
     "CreditGrant", "CreditPackage", "Customer", "FeaturePrice", "IdempotencyRecord", "JobRun",
     "JobRunError", "LedgerDaily", "LedgerEntry", "LedgerRollupState", "OutboxEvent", "Payment",
     "Plan", "PromptCache", "Refund", "Setting", "SettingChange", "Staff", "StatementSummary", "Task",
-    "TaskLog", "WebhookEvent",
+    "TaskLog", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint", "WebhookEvent",
 ]

@@ -136,12 +136,13 @@ def init_app(app: Flask) -> None:
         payments,
         refunds,
         tasks,
+        webhook_endpoints,
         webhooks,
     )
 
     unlimited: set[str] = set()
     for module in (health, customers, debits, tasks, chat, catalog, payments, refunds, webhooks,
-                   cron, openapi):
+                   webhook_endpoints, cron, openapi):
         csrf.exempt(module.bp)
         app.register_blueprint(module.bp)
         if getattr(module, "RATE_LIMIT", True) is None:

@@ -33,6 +33,7 @@ PATH_PARAMETERS = {
     "external_id": {"type": "string", "minLength": 1, "maxLength": sc.MAX_PATH_ARG,
                     "pattern": "^[^/\\x00]+$", "description": "the product's user id"},
     "task_id": {"type": "integer", "minimum": 0},
+    "endpoint_id": {"type": "integer", "minimum": 0},
 }
 # Codes answered outside the ServiceError classes (error handlers, cron), or by classes a route
 # module may be described before (dashboard/api/auth.py).

@@ -23,10 +23,11 @@ from dashboard.views import (
     tasks,
     transactions,
     webhooks,
+    webhooks_out,
 )
 
 AREAS = (overview, customers, transactions, exports, tasks, refunds, analytics, reports, plans,
-         packages, pricing, jobs, webhooks, settings, staff, apikeys, audit,
+         packages, pricing, jobs, webhooks, webhooks_out, settings, staff, apikeys, audit,
          sandbox)
 
 

@@ -23,6 +23,7 @@ SCOPE_HELP = {
     "grants:write": "grant credits",
     "tasks:write": "create, complete and fail prepaid tasks",
     "payments:write": "start purchases and verify payments",
+    "webhooks:write": "manage webhook endpoints (URLs, events, signing secrets)",
 }
 
 

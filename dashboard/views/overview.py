@@ -4,9 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Blueprint, current_app
+from flask_login import current_user
 
 from dashboard import htmx
-from dashboard.auth import require
+from dashboard.auth import can, require
 from models import utcnow
 from services.reporting import overview
 
@@ -40,4 +41,5 @@ def duration_since(end: datetime | None, start: datetime | None) -> str:
 @bp.get("/")
 @require("customers.view")
 def index():
-    return htmx.render("overview/index.html", None, o=overview.page())
+    return htmx.render("overview/index.html", None,
+                       o=overview.page(webhooks=can(current_user, "webhooks_out.manage")))

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from models import OutboxEvent, db
+from models import Customer, OutboxEvent, db
 from services.core.errors import ValidationFailed
 
 # Every event type the product can subscribe to, with what its `data` carries
@@ -38,10 +38,13 @@ def emit(type_: str, data: dict, *, customer_id: int | None = None,
          external_id: str | None = None, session: Session | None = None,
          at: datetime | None = None) -> OutboxEvent:
     """Add one event to the open transaction. `data` must be JSON; `external_id` (the product's
-    customer id) is added to it when given, so every customer event carries it."""
+    customer id, looked up from `customer_id` when not given) is added to it, so every customer
+    event carries it."""
     if type_ not in EVENT_TYPES:
         raise ValidationFailed(f"unknown event type {type_!r}")
     payload = dict(data)
+    if external_id is None and customer_id is not None:
+        external_id = external_id_of(session or db.session, customer_id)
     if external_id is not None:
         payload.setdefault("external_id", external_id)
     event = OutboxEvent(event_id=new_event_id(), type=type_, customer_id=customer_id,
@@ -50,3 +53,9 @@ def emit(type_: str, data: dict, *, customer_id: int | None = None,
         event.created_at = at
     (session or db.session).add(event)
     return event
+
+
+def external_id_of(s: Session, customer_id: int) -> str | None:
+    """The product's id of a customer (from the session's identity map when it is loaded)."""
+    c = s.get(Customer, customer_id)
+    return c.external_id if c is not None else None

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import DateTime, bindparam, func, select, text, update
+from sqlalchemy import DateTime, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from models import Account, Allocation, CreditGrant, Customer, LedgerEntry
+from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, OutboxEvent
 from services.core.db import is_sqlite
+from services.events import outbox
+from services.events.signing import iso as iso_utc
 from services.ledger.rules import Actor, entry_row, fingerprint
 
 GRANTS, ENTRIES, ALLOCS, ACCOUNTS = (CreditGrant.__table__, LedgerEntry.__table__,
@@ -128,6 +130,21 @@ class Batch:
         self.allocs.append(dict(_entry=e, grant_id=grant_id, credits=-remaining))
         self.expired.append(grant_id)
 
+    def _grant_events(self, s: Session) -> None:
+        """grant.created of every new bucket, set-based like the buckets (one executemany)."""
+        if not self.grants:
+            return
+        ids = sorted({g["customer_id"] for g in self.grants})
+        external = dict(s.execute(select(Customer.id, Customer.external_id)
+                                  .where(Customer.id.in_(ids))).all())
+        s.execute(insert(OutboxEvent.__table__), [
+            dict(event_id=outbox.new_event_id(), type="grant.created",
+                 customer_id=g["customer_id"], created_at=self.now, dispatched_at=None,
+                 data={"grant_id": g["id"], "credits": g["amount"], "source": g["source"],
+                       "expires_at": iso_utc(g["expires_at"]),
+                       "external_id": external.get(g["customer_id"])})
+            for g in self.grants])
+
     def flush(self, s: Session) -> None:
         """Write everything: ids reserved, then one executemany per table."""
         for g, gid in zip(self.grants, reserve_ids(s, GRANTS, len(self.grants)), strict=True):
@@ -143,6 +160,7 @@ class Batch:
         _insert_many(s, GRANTS, self.grants)
         _insert_many(s, ENTRIES, self.entries)
         _insert_many(s, ALLOCS, self.allocs)
+        self._grant_events(s)
         if self.expired:
             s.execute(update(GRANTS).where(GRANTS.c.id.in_(self.expired))
                       .values(remaining=0, expired_at=self.now))

@@ -32,6 +32,8 @@ from services.core.errors import (
     NotFound,
     ValidationFailed,
 )
+from services.events import outbox
+from services.events.signing import iso as iso_utc
 from services.ledger.hotpath import fast_debit
 from services.ledger.rules import (
     POSTABLE_SOURCES,
@@ -219,7 +221,15 @@ def post_grant(s: Session, account: Account, *, credits: int, source: str, actor
                   request_hash=request_hash or fingerprint("grant", key=key))
     s.flush()
     s.add(Allocation(entry_id=entry.id, grant_id=g.id, credits=credits))
+    outbox.emit("grant.created", grant_event(g.id, credits, source, expires_at),
+                customer_id=account.customer_id, session=s)
     return entry
+
+
+def grant_event(grant_id: int, credits: int, source: str, expires_at: datetime | None) -> dict:
+    """The `data` of grant.created (docs/webhooks.md); external_id is added by the outbox."""
+    return {"grant_id": grant_id, "credits": credits, "source": source,
+            "expires_at": iso_utc(expires_at)}
 
 
 def _returnable(s: Session, debit: LedgerEntry) -> list[tuple[int, int]]:

@@ -26,6 +26,7 @@ from models import CreditPackage, Customer, LedgerEntry, Payment, Plan, db, utcn
 from services.catalog import packages as package_prices
 from services.core.db import atomic
 from services.core.errors import Conflict, CustomerNotFound, NotFound, PaymentProviderError, ValidationFailed
+from services.events import outbox
 from services.ledger import posting as ledger
 from services.ledger.rules import SYSTEM, Actor
 from services.providers import razorpay as rzp
@@ -268,11 +269,20 @@ def settle(*, payment_id: int, provider_payment_id: str, amount_minor: int | Non
             expires_at=expires_at, reason=f"{payment.provider} purchase",
             cost_minor=payment.amount_minor, currency=payment.currency, payment_id=payment.id,
             reference=f"payment:{payment.id}")
+        outbox.emit("payment.succeeded", payment_event(payment, credits=entry.amount),
+                    customer_id=payment.customer_id, session=s)
         # A refund the provider reported before the payment reached us is applied now.
         refunds.claw_back_refunded(s, payment, actor=actor)
         log.info("purchases.settled", extra={"payment_id": payment.id, "credits": payment.credits,
                                              "provider_payment_id": provider_payment_id})
         return _settled(s, payment, entry, replay=False)
+
+
+def payment_event(payment: Payment, *, credits: int) -> dict:
+    """The `data` of payment.succeeded (docs/webhooks.md); external_id is added by the outbox."""
+    return {"payment_id": payment.id, "provider": payment.provider,
+            "provider_payment_id": payment.provider_payment_id, "kind": payment.kind,
+            "amount": payment.amount_minor, "currency": payment.currency, "credits": credits}
 
 
 def _settled(s: Session, payment: Payment, entry: LedgerEntry, *, replay: bool) -> Settled:

@@ -24,8 +24,10 @@ from sqlalchemy.orm import Session
 from models import Customer, LedgerEntry, Payment, Plan, utcnow
 from services.core.db import atomic
 from services.core.errors import Conflict
+from services.events import outbox
 from services.ledger import posting as ledger
 from services.ledger.rules import SYSTEM, Actor
+from services.payments import purchases
 from services.refunds import requests as refunds
 
 log = logging.getLogger("creditdesk.subscriptions")
@@ -141,6 +143,7 @@ def apply_invoice(*, invoice_id: str, subscription_id: str | None, metadata: dic
             payment.provider_payment_id = provider_payment_id
         payment.meta = {**(payment.meta or {}), "invoice_id": invoice_id,
                         "subscription_id": subscription_id}
+        first_payment = payment.paid_at is None and done is None
         if payment.status in ("created", "failed"):
             payment.status = "paid"
         payment.paid_at = payment.paid_at or now
@@ -163,6 +166,10 @@ def apply_invoice(*, invoice_id: str, subscription_id: str | None, metadata: dic
                 plan_id=plan.id, period=period,
                 reference=f"invoice:{invoice_id}")
             refunds.claw_back_refunded(s, payment, actor=actor)
+        if first_payment:
+            outbox.emit("payment.succeeded",
+                        purchases.payment_event(payment, credits=entry.amount if entry else 0),
+                        customer_id=c.id, session=s)
         if subscription_id:
             _apply_state(c, subscription_id=subscription_id, status="active", at=at,
                          plan_id=plan.id, period_end=period_end)

@@ -41,6 +41,7 @@ from services.core.errors import (
     RefundNotEligible,
     ValidationFailed,
 )
+from services.events import outbox
 from services.ledger import posting as ledger
 from services.ledger import rules
 from services.ledger.rules import SYSTEM, Actor
@@ -401,8 +402,18 @@ def _complete(s: Session, refund: Refund, payment: Payment, *, actor: Actor, sta
                   "provider_refund_id": refund.provider_refund_id,
                   "clawback_entry_id": refund.clawback_entry_id,
                   **({"credits_spent_meanwhile": short} if short else {})})
+    outbox.emit("refund.processed", refund_event(refund), customer_id=payment.customer_id,
+                session=s)
     log.info("refunds.processed", extra={"refund_id": refund.id, "via": via, "credits": clawed})
     return entries
+
+
+def refund_event(refund: Refund) -> dict:
+    """The `data` of refund.processed (docs/webhooks.md); external_id is added by the outbox."""
+    return {"refund_id": refund.id, "payment_id": refund.payment_id,
+            "amount": refund.amount_minor, "currency": refund.currency,
+            "credits": refund.credits, "provider_refund_id": refund.provider_refund_id,
+            "reason": refund.reason}
 
 
 # --- refunds made at the provider (webhooks) --------------------------------------------------
@@ -472,6 +483,9 @@ def apply_provider_refund(*, payment_id: int, refund_key: str, amount_minor: int
         if refund is not None and refund.status == "processed" and entries:
             refund.credits = refund.credits - sum(e.amount for e in entries)
             refund.clawback_entry_id = refund.clawback_entry_id or entries[0].id
+        if created:  # made at the provider (our own refunds emit in _complete)
+            outbox.emit("refund.processed", refund_event(refund),
+                        customer_id=payment.customer_id, session=s)
         log.info("refunds.provider_refund", extra={
             "payment_id": payment.id, "refund_key": refund_key, "new": created,
             "refunded_minor": payment.refunded_minor,

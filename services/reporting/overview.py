@@ -18,6 +18,7 @@ from models import (
     db,
     utcnow,
 )
+from services.events import endpoints as webhook_endpoints
 from services.ledger import rollup as ledger_rollup
 
 FAILED = ("failed", "timed_out")
@@ -195,9 +196,12 @@ class Overview:
     runs: list[JobRun]
     health: Health
     approvals: Approvals
+    disabled_endpoints: list = field(default_factory=list)  # webhook endpoints (admins)
 
 
-def page() -> Overview:
-    """Everything the overview page shows (a fixed number of queries, whatever the data size)."""
+def page(*, webhooks: bool = False) -> Overview:
+    """Everything the overview page shows (a fixed number of queries, whatever the data size);
+    with `webhooks`, the product's webhook endpoints disabled after failing."""
     return Overview(k=kpis(), runs=last_job_runs(), health=ledger_health(),
-                    approvals=pending_approvals())
+                    approvals=pending_approvals(),
+                    disabled_endpoints=webhook_endpoints.disabled() if webhooks else [])

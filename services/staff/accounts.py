@@ -21,7 +21,7 @@ from services.core.errors import Conflict, NotFound, ValidationFailed
 from services.core.paging import keyset
 
 API_SCOPES = ("customers:read", "customers:write", "debits:write", "grants:write",
-              "tasks:write", "payments:write")
+              "tasks:write", "payments:write", "webhooks:write")
 KEY_PREFIX = "cdk_"
 
 

@@ -15,6 +15,7 @@ from services.catalog import pricing
 from services.core import audit
 from services.core.db import atomic, is_sqlite
 from services.core.errors import Conflict, TaskAlreadyFinished, TaskNotFound, ValidationFailed
+from services.events import outbox
 from services.ledger import posting as ledger
 from services.ledger import rules
 from services.ledger.rules import SYSTEM, Actor
@@ -101,6 +102,10 @@ def _finish(task_id: int, *, status: str, refund: int | None, actor: Actor,
                                reason=message, task_id=task_id)
         log(s, task_id, message, level="info" if status == "succeeded" else "warning",
             data={"refunded": give, "actual": actual, "usage": usage, "error": error})
+        outbox.emit("task.finished", {
+            "task_id": task_id, "type": task.type, "status": status, "charged_credits": charged,
+            "refunded_credits": give, "actual_credits": charged - give,
+            "usage_credits": usage, "error": error}, customer_id=task.customer_id, session=s)
     db.session.expire_all()
     return get(task_id)
 

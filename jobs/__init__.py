@@ -16,6 +16,7 @@ from jobs import (
     cleanup_idempotency,
     distribute_credits,
     expire_credits,
+    process_auto_topups,
     reconcile_ledger,
     recover_timeouts,
     rollup_ledger,
@@ -50,6 +51,9 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
          "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics."),
     _job(cleanup_idempotency, "Idempotency cleanup", "45 3 * * *", 360, "%Y-%m-%d",
          "Delete stored API replies (Idempotency-Key records) past their 24 h retention."),
+    _job(process_auto_topups, "Auto top-up charges", "*/5 * * * * *", 1, "%Y-%m-%dT%H:%M:%S",
+         "Charge the saved Stripe card of each auto top-up due (off-session, one idempotency "
+         "key per threshold crossing) and grant the package when paid."),
 ]}
 
 # The task runner's loops (services/tasks/runner): every 5 s and every 30 s, same leader rule.

@@ -1,5 +1,5 @@
 """Customers over the API: upsert, profile with balance and grants, ledger, usage, grants, refund
-eligibility."""
+eligibility, auto top-up."""
 from __future__ import annotations
 
 import base64
@@ -14,6 +14,7 @@ from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
 from services.core.errors import ValidationFailed
 from services.ledger import customers, usage
+from services.payments import autotopup
 from services.ledger import posting as ledger
 from services.refunds import eligibility
 
@@ -138,3 +139,31 @@ def refund_eligibility(external_id: str):
     purchases = [{**r.as_dict(), "paid_at": sc.iso(r.paid_at)} for r in rows]
     return ok({"external_id": c.external_id, "window_days": eligibility.window_days(),
                "eligible": any(r.eligible for r in rows), "purchases": purchases})
+
+
+@bp.get("/<external_id>/auto-topup")
+@describe(summary="A customer's auto top-up", response=sc.AutoTopupOut,
+          scopes=("customers:read",), errors=("CUSTOMER_NOT_FOUND",), tag="payments")
+@api_key_required("customers:read")
+def auto_topup(external_id: str):
+    c = _customer(external_id)
+    return ok(autotopup.summary(customer_id=c.id).as_dict(c.external_id))
+
+
+@bp.put("/<external_id>/auto-topup")
+@describe(summary="Set a customer's auto top-up (Stripe only)", body=sc.AutoTopupIn,
+          response=sc.AutoTopupOut, scopes=("customers:write",),
+          errors=("CUSTOMER_NOT_FOUND", "AUTO_TOPUP_STRIPE_ONLY", "AUTO_TOPUP_NO_PAYMENT_METHOD"),
+          tag="payments",
+          description="When a debit takes the balance below `threshold`, the card saved at the "
+                      "customer's last Stripe Checkout is charged off-session for the package, at "
+                      "most `monthly_limit` times a calendar month. Enabling needs that saved "
+                      "card; enabling again resumes an auto top-up paused after 3 failures.")
+@api_key_required("customers:write")
+def set_auto_topup(external_id: str):
+    body = parse(sc.AutoTopupIn)
+    c = _customer(external_id)
+    autotopup.configure(customer_id=c.id, enabled=body.enabled, threshold=body.threshold,
+                        package_id=body.package_id, monthly_limit=body.monthly_limit,
+                        actor=f"api_key:{g.actor.id}" if getattr(g, "actor", None) else None)
+    return ok(autotopup.summary(customer_id=c.id).as_dict(c.external_id))

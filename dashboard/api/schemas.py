@@ -76,6 +76,14 @@ class CustomerUpsert(Body):
     plan: Annotated[StrictStr, Field(min_length=1, max_length=64, description="plan code")] | None = None
 
 
+class AutoTopupIn(Body):
+    enabled: bool = Field(description="true also resumes an auto top-up paused after 3 failures")
+    threshold: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS,
+                                          description="charge when a debit takes the balance below this")]
+    package_id: Annotated[StrictInt, Field(gt=0, le=2**53, description="an active, paid credit package")]
+    monthly_limit: Annotated[StrictInt, Field(ge=1, le=100, description="top-ups per calendar month (UTC)")]
+
+
 class LedgerQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
@@ -150,6 +158,24 @@ class CustomerOut(BaseModel):
     created_at: str
     updated_at: str
     created: bool | None = Field(None, description="PUT only: whether the customer is new")
+
+
+class SavedCardOut(BaseModel):
+    brand: str | None
+    last4: str | None
+
+
+class AutoTopupOut(BaseModel):
+    external_id: str
+    enabled: bool
+    threshold: int | None
+    package_id: int | None
+    monthly_limit: int | None
+    this_month: int = Field(description="top-ups charged (or being charged) this month")
+    failures: int = Field(description="declines in a row; 3 pause auto top-up")
+    paused: bool
+    paused_at: str | None
+    payment_method: SavedCardOut | None = Field(description="the card saved at a Stripe Checkout")
 
 
 class EntryOut(BaseModel):

@@ -8,6 +8,7 @@ from dashboard.views import (
     analytics,
     apikeys,
     audit,
+    autotopup,
     customers,
     exports,
     jobs,
@@ -24,7 +25,7 @@ from dashboard.views import (
     webhooks,
 )
 
-AREAS = (overview, customers, transactions, exports, tasks, refunds, analytics, reports, plans,
+AREAS = (overview, customers, autotopup, transactions, exports, tasks, refunds, analytics, reports, plans,
          packages, pricing, jobs, webhooks, settings, staff, apikeys, audit)
 
 

@@ -13,6 +13,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.respond import back_to, client_ip, form_status, hx_target, int_arg, list_page
+from dashboard.views.autotopup import card_ctx as autotopup_card
 from models.ledger import ENTRY_TYPES
 from services.core import settings as app_settings
 from services.core.errors import ServiceError
@@ -72,6 +73,7 @@ def _detail_ctx(customer_id: int, *, filters: statement.Filters | None = None,
                limit=adjustments.limit_for(current_user),
                form=form or AdjustForm(formdata=None), entry_types=ENTRY_TYPES)
     if full:
+        ctx.update(autotopup_card(customer_id))
         ctx.update(tasks=customers.recent_tasks(customer_id),
                    payments=customers.recent_payments(customer_id),
                    refunds=customers.recent_refunds(customer_id))

@@ -93,6 +93,14 @@ def summary(*, customer_id: int, recent: int = 10) -> Summary:
     return Summary(row, package, used_this_month(s, customer_id), attempts)
 
 
+def packages() -> list[CreditPackage]:
+    """What auto top-up can buy: active packages with a price."""
+    from models import db
+    return list(db.session.scalars(select(CreditPackage).where(
+        CreditPackage.archived_at.is_(None), CreditPackage.price_minor > 0)
+        .order_by(CreditPackage.sort_order, CreditPackage.id)))
+
+
 def _lock(s: Session, customer_id: int) -> AutoTopup | None:
     return s.scalar(select(AutoTopup).where(AutoTopup.customer_id == customer_id)
                     .with_for_update().execution_options(populate_existing=True))
@@ -210,6 +218,6 @@ def save_method(s: Session, *, customer_id: int, stripe_customer_id: str,
     s.flush()
 
 
-__all__ = ["configure", "resume", "summary", "Summary", "save_method",
+__all__ = ["packages", "configure", "resume", "summary", "Summary", "save_method",
            "remember_stripe_customer", "stripe_customer_of", "used_this_month", "StripeOnly",
            "NoPaymentMethod", "MAX_MONTHLY_LIMIT", "PAUSE_AFTER_FAILURES"]

@@ -3,13 +3,13 @@
 Additive.
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0015
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = '0017'
-down_revision = '0012'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 

@@ -230,6 +230,8 @@ def settle(*, attempt_id: int, payment_intent: str, amount_minor: int | None = N
         topup = _lock_topup(s, attempt.customer_id)
         if topup is not None:
             topup.failures = 0
+        if settled.replay:  # granted before (the attempt row was reset by hand): no new event
+            return False
         customer = s.get(Customer, attempt.customer_id)
         payment = s.get(Payment, attempt.payment_id)
         outbox.emit("auto_topup.succeeded", {

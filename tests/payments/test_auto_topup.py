@@ -7,8 +7,9 @@ account lock inserts (services/ledger/crossings.py); some tests insert them dire
 """
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
 
+import pytest
 from sqlalchemy import select, update
 
 from models import AuditLog, AutoTopup, AutoTopupAttempt, OutboxEvent, Payment, db
@@ -381,3 +382,70 @@ def test_page_resume_after_a_pause(pay_app, pay_api, make, stripe_server, login)
     row = setting(c)
     assert (row.paused_at, row.failures) == (None, 0)
     assert db.session.scalar(select(AuditLog).where(AuditLog.action == "auto_topup.resume"))
+
+
+# --- under concurrency (PostgreSQL) ------------------------------------------------------------
+
+def _together(n: int, app, fn) -> list[str]:
+    """Run fn(i) in n threads released at once, each with its own app context; the errors."""
+    errors: list[str] = []
+    start = threading.Barrier(n)
+
+    def call(i: int) -> None:
+        with app.app_context():
+            start.wait()
+            try:
+                fn(i)
+            except Exception as err:  # collected; the test fails on any
+                errors.append(repr(err))
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+@pytest.mark.pg
+def test_50_concurrent_debits_crossing_the_threshold_charge_once(pg_app, factory, stripe_server):
+    pg_app.config.update(stripe_server.app_config(), PAYMENT_PROVIDER_TIMEOUT=5)
+    _, plain = factory.api_key(scopes=["payments:write"])
+    c, pack = saved_card(pg_app, ApiClient(pg_app, plain), factory, stripe_server)
+    factory.grant(c, credits=1000)  # 1,500 credits
+    enable(pg_app, factory, "at-1", pack, threshold=1000, monthly_limit=5)
+    _, debit_key = factory.api_key(scopes=["debits:write", "grants:write"])
+    cid = c.id
+
+    def debit(i: int) -> None:
+        if i % 2:  # half through the API's hot path, half through the general posting path
+            status, body, _ = ApiClient(pg_app, debit_key).post(
+                "/api/v1/customers/at-1/debits", {"feature": "chat", "credits": 20},
+                headers={"Idempotency-Key": f"storm-{i}"})
+            assert status == 201, body
+        else:
+            ledger.debit(customer_id=cid, credits=20, feature="chat", key=f"storm-{i}")
+
+    assert _together(50, pg_app, debit) == []
+    db.session.rollback()
+    [a] = db.session.scalars(select(AutoTopupAttempt)).all()  # one crossing, one attempt
+    assert a.status == "pending" and a.balance_at_trigger < 1000
+    assert balance(c) == 500
+
+    assert _together(4, pg_app, lambda i: autotopup_charge.process_due()) == []
+    assert len(off_session_calls(stripe_server)) == 1
+    pi = stripe_server.payment_intents[attempt_row(a.id).provider_ref]
+    body, headers = signing.stripe_webhook_request(
+        signing.stripe_event("payment_intent.succeeded", pi), stripe_server.webhook_secret)
+
+    def deliver(i: int) -> None:
+        resp = pg_app.test_client().post("/api/webhooks/stripe", data=body, headers=headers)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+
+    assert _together(10, pg_app, deliver) == []
+    assert attempt_row(a.id).status == "succeeded"
+    assert balance(c) == 500 + PACK_CREDITS
+    assert len(events("auto_topup.succeeded")) == 1
+    assert reconcile.run().ok

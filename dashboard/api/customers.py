@@ -14,8 +14,8 @@ from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
 from services.core.errors import ValidationFailed
 from services.ledger import customers, usage
-from services.payments import autotopup
 from services.ledger import posting as ledger
+from services.payments import autotopup
 from services.refunds import eligibility
 
 bp = Blueprint("api_customers", __name__, url_prefix="/api/v1/customers")

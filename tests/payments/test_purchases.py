@@ -7,6 +7,7 @@ from tests.fakes import signing
 from tests.helpers import ApiClient, assert_error
 from tests.payments.helpers import buy, counts, grants_of, payment, send_razorpay, verify
 
+
 def made_id(stripe_server) -> str:
     [cid] = stripe_server.customers
     return cid

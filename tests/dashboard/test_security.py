@@ -54,6 +54,7 @@ SPEC: dict[str, set[str]] = {
     "webhooks.replay": {"admin"},
     "tasks.view": {"admin", "support", "finance"},
     "tasks.manage": {"admin"},
+    "autotopup.manage": {"admin"},
 }
 # Routes that narrow their permission further inside the view (maker-checker: an adjustment
 # above the support limit is decided by an admin, never by support).

@@ -16,6 +16,7 @@ from jobs import (
     cleanup_idempotency,
     distribute_credits,
     expire_credits,
+    expiry_notices,
     reconcile_ledger,
     recover_timeouts,
     rollup_ledger,
@@ -48,6 +49,8 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
          "Check the ledger invariants and record the result for the overview."),
     _job(rollup_ledger, "Analytics rollups", "15 * * * *", 60, "%Y-%m-%dT%H",
          "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics."),
+    _job(expiry_notices, "Expiry notices", "20 * * * *", 30, "%Y-%m-%dT%H",
+         "grant.expiring once per grant, expiry_notice_days (setting) before it expires."),
     _job(cleanup_idempotency, "Idempotency cleanup", "45 3 * * *", 360, "%Y-%m-%d",
          "Delete stored API replies (Idempotency-Key records) past their 24 h retention."),
 ]}

@@ -13,7 +13,7 @@ from dashboard.api.core import describe, ok, parse, path_text, query
 from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
 from services.core.errors import ValidationFailed
-from services.ledger import customers, usage
+from services.ledger import crossings, customers, usage
 from services.ledger import posting as ledger
 from services.payments import autotopup
 from services.refunds import eligibility
@@ -25,7 +25,8 @@ def customer_json(c: Customer, created: bool | None = None) -> dict:
     body = {
         "external_id": c.external_id, "email": c.email, "name": c.name,
         "plan": c.plan.code if c.plan else None, "subscription_status": c.subscription_status,
-        "balance": c.balance,
+        "balance": c.balance, "low_balance_threshold": crossings.effective_threshold(c),
+        "low_balance_threshold_override": c.low_balance_threshold,
         "grants": [{"id": gr.id, "source": gr.source, "amount": gr.amount, "remaining": gr.remaining,
                     "expires_at": sc.iso(gr.expires_at), "created_at": sc.iso(gr.created_at)}
                    for gr in ledger.live_grants(c.id)],
@@ -70,8 +71,10 @@ def decode_cursor(cursor: str) -> int:
 @api_key_required("customers:write")
 def upsert(external_id: str):
     body = parse(sc.CustomerUpsert)
+    extra = ({"low_balance_threshold": body.low_balance_threshold}
+             if "low_balance_threshold" in body.model_fields_set else {})
     c, created = customers.upsert(external_id=path_text(external_id), email=body.email,
-                                  name=body.name, plan_code=body.plan)
+                                  name=body.name, plan_code=body.plan, **extra)
     return ok(customer_json(c, created), 201 if created else 200)
 
 

@@ -74,6 +74,10 @@ class CustomerUpsert(Body):
     email: Annotated[StrictStr, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
     name: Annotated[StrictStr, Field(max_length=200)] = ""
     plan: Annotated[StrictStr, Field(min_length=1, max_length=64, description="plan code")] | None = None
+    low_balance_threshold: Annotated[StrictInt, Field(
+        ge=0, le=MAX_CREDITS, description="The customer's own credits.low_balance threshold "
+        "(docs/notices.md): absent leaves it as it is, null removes it (the plan's or the "
+        "setting's applies), 0 turns the notice off")] | None = None
 
 
 class AutoTopupIn(Body):
@@ -154,6 +158,9 @@ class CustomerOut(BaseModel):
     plan: str | None
     subscription_status: str
     balance: int
+    low_balance_threshold: int = Field(description="the threshold in force: the customer's, "
+                                       "else its plan's, else the setting's")
+    low_balance_threshold_override: int | None = Field(description="the customer's own, if set")
     grants: list[GrantOut]
     created_at: str
     updated_at: str

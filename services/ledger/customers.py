@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import func, or_, select
 
 from models import Account, AuditLog, Customer, Payment, Plan, Refund, Task, db, utcnow
-from services.core import params
+from services.core import audit, params
 from services.core.db import atomic
 from services.core.errors import CustomerNotFound, ValidationFailed
 
@@ -24,9 +24,15 @@ def get_by_external_id(external_id: str) -> Customer:
     return c
 
 
+_KEEP = object()
+
+
 def upsert(*, external_id: str, email: str, name: str = "", plan_code: str | None = None,
-           subscription_status: str | None = None) -> tuple[Customer, bool]:
-    """Create or update a customer (and its account); returns (customer, created)."""
+           subscription_status: str | None = None,
+           low_balance_threshold: int | None | object = _KEEP) -> tuple[Customer, bool]:
+    """Create or update a customer (and its account); returns (customer, created).
+
+    `low_balance_threshold`: left as it is unless given; None removes the override."""
     external_id = (external_id or "").strip()
     if not external_id:
         raise ValidationFailed("external_id is required", details={"external_id": "required"})
@@ -51,8 +57,40 @@ def upsert(*, external_id: str, email: str, name: str = "", plan_code: str | Non
             c.plan_id = plan.id
         if subscription_status:
             c.subscription_status = subscription_status
+        if low_balance_threshold is not _KEEP:
+            c.low_balance_threshold = _threshold(low_balance_threshold)
         s.flush()
         return c, created
+
+
+def _threshold(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
+        raise ValidationFailed("low_balance_threshold must be a whole number of credits >= 0",
+                               details={"low_balance_threshold": "invalid"})
+    return value
+
+
+def set_low_balance_threshold(*, customer_id: int, value: int | None, staff=None,
+                              ip: str | None = None) -> Customer:
+    """A staff change of the customer's own low-balance threshold (None: the plan's or the
+    setting's applies), audited."""
+    value = _threshold(value)
+    with atomic() as s:
+        c = s.scalar(select(Customer).where(Customer.id == customer_id)
+                     .with_for_update(of=Customer))
+        if c is None or c.deleted_at is not None:
+            raise CustomerNotFound(f"Customer {customer_id} not found.")
+        before = c.low_balance_threshold
+        if before != value:
+            c.low_balance_threshold = value
+            c.updated_at = utcnow()
+            audit.record(action="customers.low_balance_threshold", staff=staff,
+                         target_type="customer", target_id=c.id, ip=ip,
+                         before={"low_balance_threshold": before},
+                         after={"low_balance_threshold": value})
+        return c
 
 
 def soft_delete(*, external_id: str) -> Customer:

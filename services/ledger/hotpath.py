@@ -1,7 +1,8 @@
 """The everyday debit in three statements: the hot path of the API (`ledger.debit` tries it first).
 
 1. one conditional UPDATE takes the account's row lock and the credits, RETURNING the new
-   balance (and what services.ledger.crossings needs to decide the balance notices); it matches nothing for an unknown or deleted customer, a short balance or a used
+   balance (and, on PostgreSQL, what services.ledger.crossings needs for the balance notices);
+   it matches nothing for an unknown or deleted customer, a short balance or a used
    idempotency key, and the general path in services.ledger.posting then decides (and explains);
 2. the live buckets, in draw order, read under that lock;
 3. the bucket draws, the entry and its allocations: one statement on PostgreSQL (three on SQLite).

@@ -72,9 +72,10 @@ class Result:
 
 
 def has_work() -> bool:
+    """Whether an attempt is due (a scheduled tick with none records no job run)."""
     from models import db
-    return db.session.scalar(select(AutoTopupAttempt.id).where(
-        AutoTopupAttempt.status.in_(("pending", "processing"))).limit(1)) is not None
+    return db.session.scalar(select(AutoTopupAttempt.id).where(_due(utcnow())).limit(1)) \
+        is not None
 
 
 def process_due(*, limit: int = 50, actor: Actor = JOB_ACTOR) -> Result:

@@ -262,6 +262,21 @@ def _razorpay_refund(s: Session, event: dict, actor: Actor, _prepared) -> tuple[
     return "processed", None
 
 
+def _stripe_payment_intent_failed(s: Session, event: dict, actor: Actor,
+                                  _prepared) -> tuple[str, str | None]:
+    """An auto top-up charge failed (also sent for a decline the charge call already saw)."""
+    pi = _obj(event)
+    attempt_id = _tags(pi).get("creditdesk_auto_topup_attempt_id")
+    if not str(attempt_id or "").isdigit():
+        return "ignored", "not an auto top-up"
+    err = pi.get("last_payment_error") or {}
+    auth = err.get("code") == "authentication_required" or pi.get("status") == "requires_action"
+    autotopup_charge.decline(attempt_id=int(attempt_id), provider_ref=pi.get("id"),
+                             reason=err.get("decline_code") or err.get("code") or "payment_failed",
+                             message=err.get("message"), requires_action=auth)
+    return "processed", None
+
+
 Handler = Callable[[Session, dict, Actor, object], tuple[str, str | None]]
 
 HANDLERS: dict[tuple[str, str], Handler] = {
@@ -272,6 +287,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("stripe", "customer.subscription.deleted"): _stripe_subscription,
     ("stripe", "charge.refunded"): _stripe_charge_refunded,
     ("stripe", "payment_intent.succeeded"): _stripe_payment_intent,
+    ("stripe", "payment_intent.payment_failed"): _stripe_payment_intent_failed,
     ("razorpay", "payment.captured"): _razorpay_paid,
     ("razorpay", "order.paid"): _razorpay_paid,
     ("razorpay", "refund.processed"): _razorpay_refund,

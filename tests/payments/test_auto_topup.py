@@ -449,3 +449,35 @@ def test_50_concurrent_debits_crossing_the_threshold_charge_once(pg_app, factory
     assert balance(c) == 500 + PACK_CREDITS
     assert len(events("auto_topup.succeeded")) == 1
     assert reconcile.run().ok
+
+
+def test_payment_failed_webhook_counts_a_decline_once_in_either_order(pay_app, pay_api, make,
+                                                                       stripe_server):
+    c, pack = saved_card(pay_app, pay_api, make, stripe_server, pm="pm_card_insufficientFunds")
+    enable(pay_app, make, "at-1", pack)
+    client = pay_app.test_client()
+    # Charge answer first, then the webhook: the webhook changes nothing.
+    first = attempt(c, pack, 1)
+    autotopup_charge.process_due()
+    pi = stripe_server.payment_intents[attempt_row(first).provider_ref]
+    status, body = send_stripe(client, signing.stripe_event("payment_intent.payment_failed", pi),
+                               stripe_server.webhook_secret)
+    assert status == 200 and body["data"]["status"] == "processed"
+    assert setting(c).failures == 1 and len(events("auto_topup.failed")) == 1
+
+    # Webhook first (the charge answer was lost), then the retried charge call: one decline.
+    second = attempt(c, pack, 2)
+    result = autotopup_charge.Result()
+    charge = autotopup_charge._claim_next(result)
+    from services.providers import stripe as stp
+    lost = stp.charge_off_session(amount_minor=charge.amount_minor, currency=charge.currency,
+                                  customer=charge.stripe_customer,
+                                  payment_method=charge.payment_method,
+                                  idempotency_key=charge.key, metadata=charge.metadata)
+    pi = stripe_server.payment_intents[lost["payment_intent"]]
+    send_stripe(client, signing.stripe_event("payment_intent.payment_failed", pi),
+                stripe_server.webhook_secret)
+    assert attempt_row(second).status == "failed" and setting(c).failures == 2
+    autotopup_charge._charge(charge, result, autotopup_charge.JOB_ACTOR)
+    assert setting(c).failures == 2
+    assert [e["reason"] for e in events("auto_topup.failed")] == ["insufficient_funds"] * 2

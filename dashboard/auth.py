@@ -37,7 +37,7 @@ PERMISSIONS = (
     "refunds.request", "refunds.approve", "transactions.view", "transactions.export",
     "analytics.view", "jobs.view", "jobs.run", "staff.manage", "apikeys.manage", "audit.view",
     "webhooks.view", "webhooks.replay", "tasks.view", "tasks.manage", "webhooks_out.manage",
-    "sandbox.use",
+    "sandbox.use", "autotopup.manage",
 )
 # Least privilege: support helps customers, finance watches money; only admins change the
 # catalogue, settings, staff, keys, run jobs, move task money or replay webhooks.

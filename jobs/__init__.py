@@ -17,6 +17,8 @@ from jobs import (
     deliver_webhooks,
     distribute_credits,
     expire_credits,
+    expiry_notices,
+    process_auto_topups,
     reconcile_ledger,
     recover_timeouts,
     rollup_ledger,
@@ -50,10 +52,15 @@ JOBS: dict[str, JobSpec] = {j.name: j for j in [
          "Check the ledger invariants and record the result for the overview."),
     _job(rollup_ledger, "Analytics rollups", "15 * * * *", 60, "%Y-%m-%dT%H",
          "Recompute the daily ledger rollups (ledger_daily) of complete UTC days for analytics."),
+    _job(expiry_notices, "Expiry notices", "20 * * * *", 30, "%Y-%m-%dT%H",
+         "grant.expiring once per grant, expiry_notice_days (setting) before it expires."),
     _job(cleanup_idempotency, "Idempotency cleanup", "45 3 * * *", 360, "%Y-%m-%d",
          "Delete stored API replies (Idempotency-Key records) past their 24 h retention."),
     _job(deliver_webhooks, "Outbound webhooks", "*/5 * * * * *", 1, "%Y-%m-%dT%H:%M:%S",
          "Send new events to the product's webhook endpoints and retry failed deliveries."),
+    _job(process_auto_topups, "Auto top-up charges", "*/5 * * * * *", 1, "%Y-%m-%dT%H:%M:%S",
+         "Charge the saved Stripe card of each auto top-up due (off-session, one idempotency "
+         "key per threshold crossing) and grant the package when paid."),
 ]}
 
 # The task runner's loops (services/tasks/runner): every 5 s and every 30 s, same leader rule.

@@ -27,6 +27,8 @@ class AutoTopup(db.Model):
     # Saved at a Checkout with setup_future_usage=off_session (Stripe only).
     stripe_customer_id: Mapped[str | None] = mapped_column(String(128))
     payment_method_id: Mapped[str | None] = mapped_column(String(128))
+    card_brand: Mapped[str | None] = mapped_column(String(32))  # shown on the customer page
+    card_last4: Mapped[str | None] = mapped_column(String(4))
     created_at: Mapped[datetime] = created()
     updated_at: Mapped[datetime] = updated()
 

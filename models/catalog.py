@@ -25,6 +25,8 @@ class Plan(ArchivableMixin, db.Model):
     credit_expiry_days: Mapped[int | None]
     stripe_price_id: Mapped[str | None] = mapped_column(String(128))
     description: Mapped[str] = mapped_column(Text, default="")
+    # Low-balance notice threshold of the plan's customers; NULL = the setting.
+    low_balance_threshold: Mapped[int | None] = mapped_column(Credits)
 
 
 class CreditPackage(ArchivableMixin, db.Model):

@@ -25,6 +25,8 @@ class Customer(db.Model):
     current_period_end: Mapped[datetime | None]
     # Provider time of the last subscription event applied; older ones are ignored.
     subscription_event_at: Mapped[datetime | None]
+    # Overrides the plan's, else the setting (docs/notices.md); NULL = not overridden.
+    low_balance_threshold: Mapped[int | None] = mapped_column(Credits)
     created_at: Mapped[datetime] = created(index=True)
     updated_at: Mapped[datetime] = updated()
     deleted_at: Mapped[datetime | None]

@@ -37,6 +37,8 @@ class CreditGrant(db.Model):
     period: Mapped[str | None] = mapped_column(String(16))  # e.g. 2026-11 for distributions
     job_run_id: Mapped[int | None] = mapped_column(ForeignKey("job_runs.id"))
     created_at: Mapped[datetime] = created()
+    # When the grant.expiring notice was written (at most once per grant).
+    expiry_notice_at: Mapped[datetime | None]
 
     __table_args__ = (
         # The draw-down scan: this account's buckets with credits left, in draw order.

@@ -1,5 +1,5 @@
 """Customers over the API: upsert (one, or a batch of up to 1,000), profile with balance and
-grants, ledger, usage, grants, refund eligibility."""
+grants, ledger, usage, grants, refund eligibility, auto top-up."""
 from __future__ import annotations
 
 import base64
@@ -14,8 +14,9 @@ from dashboard.api.core import describe, ok, parse, path_text, query, validate
 from dashboard.api.idempotency import idempotent, ledger_key
 from models import Customer, LedgerEntry, utcnow
 from services.core.errors import ServiceError, ValidationFailed
-from services.ledger import customers, usage
+from services.ledger import crossings, customers, usage
 from services.ledger import posting as ledger
+from services.payments import autotopup
 from services.refunds import eligibility
 
 bp = Blueprint("api_customers", __name__, url_prefix="/api/v1/customers")
@@ -25,7 +26,8 @@ def customer_json(c: Customer, created: bool | None = None) -> dict:
     body = {
         "external_id": c.external_id, "email": c.email, "name": c.name,
         "plan": c.plan.code if c.plan else None, "subscription_status": c.subscription_status,
-        "balance": c.balance,
+        "balance": c.balance, "low_balance_threshold": crossings.effective_threshold(c),
+        "low_balance_threshold_override": c.low_balance_threshold,
         "grants": [{"id": gr.id, "source": gr.source, "amount": gr.amount, "remaining": gr.remaining,
                     "expires_at": sc.iso(gr.expires_at), "created_at": sc.iso(gr.created_at)}
                    for gr in ledger.live_grants(c.id)],
@@ -70,8 +72,10 @@ def decode_cursor(cursor: str) -> int:
 @api_key_required("customers:write")
 def upsert(external_id: str):
     body = parse(sc.CustomerUpsert)
+    extra = ({"low_balance_threshold": body.low_balance_threshold}
+             if "low_balance_threshold" in body.model_fields_set else {})
     c, created = customers.upsert(external_id=path_text(external_id), email=body.email,
-                                  name=body.name, plan_code=body.plan)
+                                  name=body.name, plan_code=body.plan, **extra)
     return ok(customer_json(c, created), 201 if created else 200)
 
 
@@ -103,8 +107,10 @@ def _batch_item(raw: dict) -> customers.Upsert | ValidationFailed:
         item = validate(sc.CustomerBatchItem, raw)
     except ValidationFailed as err:
         return err
+    extra = ({"low_balance_threshold": item.low_balance_threshold}
+             if "low_balance_threshold" in item.model_fields_set else {})
     return customers.Upsert(external_id=item.external_id, email=item.email, name=item.name,
-                            plan_code=item.plan)
+                            plan_code=item.plan, **extra)
 
 
 def _batch_result(i: int, raw: dict, out: str | ServiceError) -> dict:
@@ -182,3 +188,31 @@ def refund_eligibility(external_id: str):
     purchases = [{**r.as_dict(), "paid_at": sc.iso(r.paid_at)} for r in rows]
     return ok({"external_id": c.external_id, "window_days": eligibility.window_days(),
                "eligible": any(r.eligible for r in rows), "purchases": purchases})
+
+
+@bp.get("/<external_id>/auto-topup")
+@describe(summary="A customer's auto top-up", response=sc.AutoTopupOut,
+          scopes=("customers:read",), errors=("CUSTOMER_NOT_FOUND",), tag="payments")
+@api_key_required("customers:read")
+def auto_topup(external_id: str):
+    c = _customer(external_id)
+    return ok(autotopup.summary(customer_id=c.id).as_dict(c.external_id))
+
+
+@bp.put("/<external_id>/auto-topup")
+@describe(summary="Set a customer's auto top-up (Stripe only)", body=sc.AutoTopupIn,
+          response=sc.AutoTopupOut, scopes=("customers:write",),
+          errors=("CUSTOMER_NOT_FOUND", "AUTO_TOPUP_STRIPE_ONLY", "AUTO_TOPUP_NO_PAYMENT_METHOD"),
+          tag="payments",
+          description="When a debit takes the balance below `threshold`, the card saved at the "
+                      "customer's last Stripe Checkout is charged off-session for the package, at "
+                      "most `monthly_limit` times a calendar month. Enabling needs that saved "
+                      "card; enabling again resumes an auto top-up paused after 3 failures.")
+@api_key_required("customers:write")
+def set_auto_topup(external_id: str):
+    body = parse(sc.AutoTopupIn)
+    c = _customer(external_id)
+    autotopup.configure(customer_id=c.id, enabled=body.enabled, threshold=body.threshold,
+                        package_id=body.package_id, monthly_limit=body.monthly_limit,
+                        actor=f"api_key:{g.actor.id}" if getattr(g, "actor", None) else None)
+    return ok(autotopup.summary(customer_id=c.id).as_dict(c.external_id))

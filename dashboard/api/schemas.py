@@ -76,6 +76,18 @@ class CustomerUpsert(Body):
     email: Annotated[StrictStr, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
     name: Annotated[StrictStr, Field(max_length=200)] = ""
     plan: Annotated[StrictStr, Field(min_length=1, max_length=64, description="plan code")] | None = None
+    low_balance_threshold: Annotated[StrictInt, Field(
+        ge=0, le=MAX_CREDITS, description="The customer's own credits.low_balance threshold "
+        "(docs/notices.md): absent leaves it as it is, null removes it (the plan's or the "
+        "setting's applies), 0 turns the notice off")] | None = None
+
+
+class AutoTopupIn(Body):
+    enabled: bool = Field(description="true also resumes an auto top-up paused after 3 failures")
+    threshold: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS,
+                                          description="charge when a debit takes the balance below this")]
+    package_id: Annotated[StrictInt, Field(gt=0, le=2**53, description="an active, paid credit package")]
+    monthly_limit: Annotated[StrictInt, Field(ge=1, le=100, description="top-ups per calendar month (UTC)")]
 
 
 class CustomerBatchItem(CustomerUpsert):
@@ -168,10 +180,31 @@ class CustomerOut(BaseModel):
     plan: str | None
     subscription_status: str
     balance: int
+    low_balance_threshold: int = Field(description="the threshold in force: the customer's, "
+                                       "else its plan's, else the setting's")
+    low_balance_threshold_override: int | None = Field(description="the customer's own, if set")
     grants: list[GrantOut]
     created_at: str
     updated_at: str
     created: bool | None = Field(None, description="PUT only: whether the customer is new")
+
+
+class SavedCardOut(BaseModel):
+    brand: str | None
+    last4: str | None
+
+
+class AutoTopupOut(BaseModel):
+    external_id: str
+    enabled: bool
+    threshold: int | None
+    package_id: int | None
+    monthly_limit: int | None
+    this_month: int = Field(description="top-ups charged (or being charged) this month")
+    failures: int = Field(description="declines in a row; 3 pause auto top-up")
+    paused: bool
+    paused_at: str | None
+    payment_method: SavedCardOut | None = Field(description="the card saved at a Stripe Checkout")
 
 
 class EntryOut(BaseModel):

@@ -8,6 +8,7 @@ from dashboard.views import (
     analytics,
     apikeys,
     audit,
+    autotopup,
     customers,
     exports,
     jobs,
@@ -26,8 +27,8 @@ from dashboard.views import (
     webhooks_out,
 )
 
-AREAS = (overview, customers, transactions, exports, tasks, refunds, analytics, reports, plans,
-         packages, pricing, jobs, webhooks, webhooks_out, settings, staff, apikeys, audit,
+AREAS = (overview, customers, autotopup, transactions, exports, tasks, refunds, analytics, reports,
+         plans, packages, pricing, jobs, webhooks, webhooks_out, settings, staff, apikeys, audit,
          sandbox)
 
 

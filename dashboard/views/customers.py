@@ -8,15 +8,15 @@ from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, IntegerField, SelectField, TextAreaField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from dashboard import htmx
 from dashboard.auth import require
 from dashboard.respond import back_to, client_ip, form_status, hx_target, int_arg, list_page
+from dashboard.views.autotopup import card_ctx as autotopup_card
 from models.ledger import ENTRY_TYPES
-from services.core import settings as app_settings
 from services.core.errors import ServiceError
-from services.ledger import customers, statement
+from services.ledger import crossings, customers, statement
 from services.ledger import posting as ledger
 from services.staff import adjustments
 
@@ -52,6 +52,11 @@ class AdjustForm(FlaskForm):
         return -self.credits.data if self.direction.data == "remove" else self.credits.data
 
 
+class ThresholdForm(FlaskForm):
+    low_balance_threshold = IntegerField("Low-balance threshold (credits)",
+                                         [Optional(), NumberRange(min=0, max=10**12)])
+
+
 def _filters() -> statement.Filters:
     return statement.Filters.parse(type=request.args.getlist("type"),
                                    feature=request.args.get("feature"))
@@ -68,10 +73,13 @@ def _detail_ctx(customer_id: int, *, filters: statement.Filters | None = None,
                features=statement.features(customer_id), totals=statement.totals(customer_id),
                requests=adjustments.pending(customer_id=customer_id),
                activity=customers.activity(customer_id),
-               low_threshold=int(app_settings.get("low_balance_threshold")),
+               low_threshold=crossings.effective_threshold(customer),
+               threshold_form=ThresholdForm(formdata=None,
+                                            low_balance_threshold=customer.low_balance_threshold),
                limit=adjustments.limit_for(current_user),
                form=form or AdjustForm(formdata=None), entry_types=ENTRY_TYPES)
     if full:
+        ctx.update(autotopup_card(customer_id))
         ctx.update(tasks=customers.recent_tasks(customer_id),
                    payments=customers.recent_payments(customer_id),
                    refunds=customers.recent_refunds(customer_id))
@@ -89,7 +97,7 @@ def index():
     total = customers.count() if not q and not after and not htmx.is_htmx() else None
     return list_page("customers/index.html", after, q=q, customers=rows, more=more, after=after,
                      total=total, next_after=rows[-1].id if rows and more else None,
-                     low_threshold=int(app_settings.get("low_balance_threshold")))
+                     threshold_of=crossings.effective_threshold)
 
 
 @bp.get("/<int:customer_id>")
@@ -135,6 +143,36 @@ def adjust(customer_id: int):
                            **_detail_ctx(customer_id, full=False, form=form)), form_status(status)
     return htmx.render("customers/detail.html", None,
                        **_detail_ctx(customer_id, form=form)), status
+
+
+@bp.post("/<int:customer_id>/low-balance-threshold")
+@require("settings.manage")
+def set_threshold(customer_id: int):
+    """The customer's own low-balance threshold (empty: the plan's or the setting's applies)."""
+    customers.get(customer_id)  # 404 before anything else
+    form = ThresholdForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            customers.set_low_balance_threshold(customer_id=customer_id,
+                                                value=form.low_balance_threshold.data,
+                                                staff=current_user, ip=client_ip())
+        except ServiceError as err:
+            form.low_balance_threshold.errors = [str(err)]
+            status = err.status
+        else:
+            if not htmx.is_htmx():
+                flash("Low-balance threshold saved.", "success")
+                return redirect(url_for("customers.detail", customer_id=customer_id))
+            return htmx.render("customers/detail.html", "balance", saved=True,
+                               **_detail_ctx(customer_id, full=False))
+    else:
+        status = 422
+    ctx = _detail_ctx(customer_id, full=not htmx.is_htmx())
+    ctx["threshold_form"] = form
+    if htmx.is_htmx():
+        return htmx.render("customers/detail.html", "balance", **ctx), form_status(status)
+    return htmx.render("customers/detail.html", None, **ctx), status
 
 
 def _attach(form: AdjustForm, err: ServiceError) -> None:

@@ -21,6 +21,8 @@ class PlanForm(ConfirmMixin, FlaskForm):
     credit_expiry_days = IntegerField("Credits expire after (days)", [Optional(), NumberRange(min=1)])
     stripe_price_id = StringField("Stripe price id", [Optional(), Length(max=128)])
     description = TextAreaField("Description", [Optional(), Length(max=2000)])
+    low_balance_threshold = IntegerField("Low-balance threshold (credits)",
+                                         [Optional(), NumberRange(min=0)])
 
 
 def to_data(form: PlanForm) -> dict:
@@ -29,14 +31,16 @@ def to_data(form: PlanForm) -> dict:
             "price_minor": to_minor(form.price.data, currency) if form.price.data is not None else None,
             "currency": currency, "monthly_credits": form.monthly_credits.data,
             "credit_expiry_days": form.credit_expiry_days.data,
-            "stripe_price_id": form.stripe_price_id.data, "description": form.description.data}
+            "stripe_price_id": form.stripe_price_id.data, "description": form.description.data,
+            "low_balance_threshold": form.low_balance_threshold.data}
 
 
 def from_obj(plan) -> dict:
     return {"code": plan.code, "name": plan.name, "interval": plan.interval,
             "price": from_minor(plan.price_minor, plan.currency), "currency": plan.currency,
             "monthly_credits": plan.monthly_credits, "credit_expiry_days": plan.credit_expiry_days,
-            "stripe_price_id": plan.stripe_price_id, "description": plan.description}
+            "stripe_price_id": plan.stripe_price_id, "description": plan.description,
+            "low_balance_threshold": plan.low_balance_threshold}
 
 
 bp = make_blueprint(Area(name="plans", kind="plan", permission="plans.manage", form=PlanForm,

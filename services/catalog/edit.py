@@ -50,7 +50,7 @@ class Kind:
 KINDS = {
     "plan": Kind("plan", Plan, ("code", "name", "interval", "price_minor", "currency",
                                 "monthly_credits", "credit_expiry_days", "stripe_price_id",
-                                "description"), "code", "plans", "Plan"),
+                                "description", "low_balance_threshold"), "code", "plans", "Plan"),
     "package": Kind("package", CreditPackage, ("code", "name", "credits", "price_minor",
                                                "currency", "expiry_days", "sort_order",
                                                "pricing", "discount_bp"),
@@ -187,6 +187,9 @@ def clean(kind: str, data: dict, *, existing=None) -> dict:
         out["stripe_price_id"] = _text(data, "stripe_price_id", errors, max_len=128,
                                        required=False) or None
         out["description"] = _text(data, "description", errors, max_len=2000, required=False)
+        # The low-balance notice threshold of the plan's customers (empty: the setting's).
+        out["low_balance_threshold"] = _int(data, "low_balance_threshold", errors, minimum=0,
+                                            optional=True)
         if out["interval"] == "free" and out.get("price_minor"):
             errors["price_minor"] = "a free plan costs nothing"
     elif kind == "package":

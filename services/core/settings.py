@@ -39,8 +39,11 @@ SPECS: dict[str, Spec] = {s.key: s for s in [
          "Days until granted credits expire when the grant names no expiry (0 = never).", 0, "days"),
     Spec("support_adjustment_limit", "Support adjustment limit", int, 500,
          "Largest adjustment support may make alone; larger ones wait for an admin.", 0, "credits"),
-    Spec("low_balance_threshold", "Low-balance threshold", int, 20,
-         "Customers at or below this balance are flagged as low.", 0, "credits"),
+    Spec("low_balance_threshold", "Low-balance threshold", int, 100,
+         "A balance below this fires credits.low_balance and is flagged as low (plans and "
+         "customers may override it; 0 = off).", 0, "credits"),
+    Spec("expiry_notice_days", "Expiry notice", int, 7,
+         "Days before a grant expires that grant.expiring is sent (0 = off).", 0, "days"),
     Spec("paid_credits_never_expire", "Paid credits never expire", bool, True,
          "Purchased and subscription credits are exempt from expiry.", 0, ""),
     Spec("expiry_grace_hours", "Expiry grace period", int, 0,

@@ -32,7 +32,7 @@ from services.core.errors import (
     ValidationFailed,
 )
 from services.ledger import bulk as bulkledger
-from services.ledger import rules
+from services.ledger import crossings, rules
 from services.ledger.rules import SYSTEM, Actor
 
 MAX_ITEMS = 1000
@@ -99,13 +99,15 @@ def _lock(s, external_ids: set[str]) -> tuple[dict[str, int], dict[int, dict]]:
     if not external_ids:
         return {}, {}
     a, c = Account.__table__, Customer.__table__
-    rows = s.execute(select(a.c.id, a.c.customer_id, a.c.balance, a.c.version, c.c.external_id)
+    rows = s.execute(select(a.c.id, a.c.customer_id, a.c.balance, a.c.version, c.c.external_id,
+                            *crossings.columns(a.c.customer_id))
                      .join(c, c.c.id == a.c.customer_id)
                      .where(among(s, c.c.external_id, external_ids, String), c.c.deleted_at.is_(None))
                      .order_by(a.c.id).with_for_update(of=a)).all()
     ids = {r.external_id: r.customer_id for r in rows}
     return ids, {r.customer_id: {"id": r.id, "customer_id": r.customer_id, "balance": r.balance,
-                                 "version": r.version} for r in rows}
+                                 "version": r.version, "watch": crossings.watch_of(*r[5:])}
+                 for r in rows}
 
 
 def debit_many(items: list[Item], *, actor: Actor = SYSTEM) -> list[dict]:
@@ -246,6 +248,7 @@ class _Posting:
         accounts = [a for a in self.accounts.values() if a.pop("touched", False)]
         if accounts:
             bulkledger._set_balances(s, accounts, self.now)
+        bulkledger.check_crossings(s, self.entries, self.accounts, at=self.now)
 
 
 def _set_buckets(s, buckets: list[_Bucket]) -> None:

@@ -19,6 +19,7 @@ from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, Outb
 from services.core.db import is_sqlite
 from services.events import outbox
 from services.events.signing import iso as iso_utc
+from services.ledger import crossings
 from services.ledger.rules import Actor, entry_row, fingerprint
 
 GRANTS, ENTRIES, ALLOCS, ACCOUNTS = (CreditGrant.__table__, LedgerEntry.__table__,
@@ -79,15 +80,31 @@ def _set_balances(s: Session, accounts: list[dict], now: datetime) -> None:
 
 
 def lock_accounts(s: Session, customer_ids: Iterable[int]) -> dict[int, dict]:
-    """Lock the live accounts of these customers in account-id order; {customer_id: row}."""
+    """Lock the live accounts of these customers in account-id order; {customer_id: row}
+    (with the `watch` of services.ledger.crossings, read by the same statement)."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    q = (select(ACCOUNTS.c.id, ACCOUNTS.c.customer_id, ACCOUNTS.c.balance, ACCOUNTS.c.version)
+    q = (select(ACCOUNTS.c.id, ACCOUNTS.c.customer_id, ACCOUNTS.c.balance, ACCOUNTS.c.version,
+                *crossings.columns(ACCOUNTS.c.customer_id))
          .join(Customer.__table__, Customer.id == ACCOUNTS.c.customer_id)
          .where(ACCOUNTS.c.customer_id.in_(ids), Customer.deleted_at.is_(None))
          .order_by(ACCOUNTS.c.id).with_for_update(of=ACCOUNTS))
-    return {r.customer_id: dict(r._mapping) for r in s.execute(q)}
+    return {r.customer_id: {"id": r.id, "customer_id": r.customer_id, "balance": r.balance,
+                            "version": r.version, "watch": crossings.watch_of(*r[4:])}
+            for r in s.execute(q)}
+
+
+def check_crossings(s: Session, entries: list[dict], accounts: dict[int, dict], *,
+                    at: datetime) -> None:
+    """The crossing rule for every written entry that lowered a balance, in posting order."""
+    for e in entries:
+        if e["amount"] < 0:
+            acct = accounts.get(e["customer_id"])
+            crossings.check(s, customer_id=e["customer_id"],
+                            watch=acct.get("watch") if acct else None,
+                            before=e["balance_before"], after=e["balance_after"],
+                            entry_type=e["type"], entry_id=lambda e=e: e["id"], at=at)
 
 
 @dataclass
@@ -167,3 +184,4 @@ class Batch:
         touched = [a for a in self.accounts.values() if a.pop("touched", False)]
         if touched:
             _set_balances(s, touched, self.now)
+        check_crossings(s, self.entries, self.accounts, at=self.now)

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Account, AuditLog, Customer, Payment, Plan, Refund, Task, db, utcnow
-from services.core import params
+from services.core import audit, params
 from services.core.db import atomic
 from services.core.errors import CustomerNotFound, ServiceError, ValidationFailed
 from services.ledger.batch import among
@@ -32,6 +32,7 @@ def get_by_external_id(external_id: str) -> Customer:
 
 
 MAX_BATCH = 1000
+_KEEP = object()  # "leave the customer's low-balance threshold as it is"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Upsert:
     email: str
     name: str = ""
     plan_code: str | None = None
+    low_balance_threshold: object = _KEEP  # an int, None (remove the override) or _KEEP
 
 
 def _external_id(raw: str | None) -> str:
@@ -63,8 +65,10 @@ def _unknown_plan(code: str) -> ValidationFailed:
 
 
 def _new_row(item: Upsert, external_id: str, plan_id: int | None, now) -> dict:
+    lbt = None if item.low_balance_threshold is _KEEP else item.low_balance_threshold
     return {"external_id": external_id, "email": item.email, "name": item.name or "",
-            "plan_id": plan_id, "subscription_status": "none", "created_at": now, "updated_at": now}
+            "plan_id": plan_id, "low_balance_threshold": lbt, "subscription_status": "none",
+            "created_at": now, "updated_at": now}
 
 
 def _changes(current, item: Upsert, plan_id: int | None) -> dict:
@@ -73,6 +77,8 @@ def _changes(current, item: Upsert, plan_id: int | None) -> dict:
     target = {"email": item.email, "name": item.name or current.name, "deleted_at": None}
     if plan_id is not None:
         target["plan_id"] = plan_id
+    if item.low_balance_threshold is not _KEEP:
+        target["low_balance_threshold"] = item.low_balance_threshold
     return {k: v for k, v in target.items() if getattr(current, k) != v}
 
 
@@ -97,10 +103,15 @@ def _insert_new(s, rows: list[dict]) -> dict[str, int]:
 
 
 def upsert(*, external_id: str, email: str, name: str = "", plan_code: str | None = None,
-           subscription_status: str | None = None) -> tuple[Customer, bool]:
-    """Create or update a customer (and its account); returns (customer, created)."""
+           subscription_status: str | None = None,
+           low_balance_threshold: int | None | object = _KEEP) -> tuple[Customer, bool]:
+    """Create or update a customer (and its account); returns (customer, created).
+
+    `low_balance_threshold`: left as it is unless given; None removes the override."""
+    if low_balance_threshold is not _KEEP:
+        low_balance_threshold = _threshold(low_balance_threshold)
     item = Upsert(external_id=_external_id(external_id), email=email, name=name,
-                  plan_code=plan_code)
+                  plan_code=plan_code, low_balance_threshold=low_balance_threshold)
     with atomic() as s:
         plan_id = None
         if plan_code:
@@ -184,7 +195,7 @@ def _apply(s, items: list[Upsert], todo: dict[str, int], results: list) -> None:
     if not rest:
         return
     rows = s.execute(select(t.c.id, t.c.external_id, t.c.email, t.c.name, t.c.plan_id,
-                            t.c.deleted_at)
+                            t.c.low_balance_threshold, t.c.deleted_at)
                      .where(among(s, t.c.external_id, rest, String))
                      .order_by(t.c.id).with_for_update()).all()
     updates = []
@@ -194,13 +205,45 @@ def _apply(s, items: list[Upsert], todo: dict[str, int], results: list) -> None:
         changes = _changes(row, item, plans.get(item.plan_code))
         results[i] = "updated" if changes else "unchanged"
         if changes:
-            target = {"email": row.email, "name": row.name, "plan_id": row.plan_id, **changes}
-            updates.append({"p_id": row.id, "p_email": target["email"], "p_name": target["name"],
-                            "p_plan": target["plan_id"]})
+            target = {"email": row.email, "name": row.name, "plan_id": row.plan_id,
+                      "low_balance_threshold": row.low_balance_threshold, **changes}
+            updates.append({"p_id": row.id, **{f"p_{k}": v for k, v in target.items()
+                                               if k != "deleted_at"}})
     if updates:
         s.execute(update(t).where(t.c.id == bindparam("p_id")).values(
-            email=bindparam("p_email"), name=bindparam("p_name"), plan_id=bindparam("p_plan"),
-            deleted_at=None, updated_at=now), updates)
+            email=bindparam("p_email"), name=bindparam("p_name"), plan_id=bindparam("p_plan_id"),
+            low_balance_threshold=bindparam("p_low_balance_threshold"), deleted_at=None,
+            updated_at=now), updates)
+
+
+def _threshold(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**12:
+        raise ValidationFailed("low_balance_threshold must be a whole number of credits >= 0",
+                               details={"low_balance_threshold": "invalid"})
+    return value
+
+
+def set_low_balance_threshold(*, customer_id: int, value: int | None, staff=None,
+                              ip: str | None = None) -> Customer:
+    """A staff change of the customer's own low-balance threshold (None: the plan's or the
+    setting's applies), audited."""
+    value = _threshold(value)
+    with atomic() as s:
+        c = s.scalar(select(Customer).where(Customer.id == customer_id)
+                     .with_for_update(of=Customer))
+        if c is None or c.deleted_at is not None:
+            raise CustomerNotFound(f"Customer {customer_id} not found.")
+        before = c.low_balance_threshold
+        if before != value:
+            c.low_balance_threshold = value
+            c.updated_at = utcnow()
+            audit.record(action="customers.low_balance_threshold", staff=staff,
+                         target_type="customer", target_id=c.id, ip=ip,
+                         before={"low_balance_threshold": before},
+                         after={"low_balance_threshold": value})
+        return c
 
 
 def soft_delete(*, external_id: str) -> Customer:

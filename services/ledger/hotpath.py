@@ -1,7 +1,8 @@
 """The everyday debit in three statements: the hot path of the API (`ledger.debit` tries it first).
 
 1. one conditional UPDATE takes the account's row lock and the credits, RETURNING the new
-   balance; it matches nothing for an unknown or deleted customer, a short balance or a used
+   balance (and, on PostgreSQL, what services.ledger.crossings needs for the balance notices);
+   it matches nothing for an unknown or deleted customer, a short balance or a used
    idempotency key, and the general path in services.ledger.posting then decides (and explains);
 2. the live buckets, in draw order, read under that lock;
 3. the bucket draws, the entry and its allocations: one statement on PostgreSQL (three on SQLite).
@@ -25,6 +26,7 @@ from sqlalchemy.orm.util import identity_key
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, utcnow
 from services.core import context
 from services.core.db import driver, run
+from services.ledger import crossings
 from services.ledger.rules import Actor, expiry_rules, is_expired, plan_draw
 
 
@@ -48,7 +50,7 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
         row = s.execute(_TAKE[(by_ext, bool(key))], params).first()
     if row is None:
         return None
-    aid, cid, after, version = row
+    aid, cid, after, version = row[:4]
     if pg is not None:
         grants = run(pg, _PG_GRANTS, {"aid": aid}, namedtuple_row).fetchall()
     else:
@@ -81,6 +83,11 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
     entry = LedgerEntry(id=entry_id, meta=meta, **values)
     make_transient_to_detached(entry)  # the row exists: the session knows it as loaded
     s.add(entry)
+    # PostgreSQL: the Watch came back with the UPDATE, so a debit that crosses nothing costs no
+    # statement more. SQLite's RETURNING cannot hold subqueries: one in-process SELECT reads it.
+    crossings.check(s, customer_id=cid, watch=crossings.watch_of(*row[4:]) if pg is not None else None,
+                    before=after + credits, after=after, entry_type="debit",
+                    entry_id=lambda: entry_id, at=now)
     return entry
 
 
@@ -111,7 +118,7 @@ def _pg_take(by_external_id: bool, keyed: bool) -> str:
            "AND deleted_at IS NULL) AND balance >= %(credits)s::bigint")
     if keyed:
         sql += " AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE idempotency_key = %(key)s)"
-    return sql + " RETURNING id, customer_id, balance, version"
+    return sql + " RETURNING id, customer_id, balance, version, " + crossings.PG_COLUMNS
 
 
 _PG_TAKE = {(by_ext, keyed): _pg_take(by_ext, keyed) for by_ext in (False, True) for keyed in (False, True)}

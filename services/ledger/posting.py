@@ -34,6 +34,7 @@ from services.core.errors import (
 )
 from services.events import outbox
 from services.events.signing import iso as iso_utc
+from services.ledger import crossings
 from services.ledger.hotpath import fast_debit
 from services.ledger.rules import (
     POSTABLE_SOURCES,
@@ -90,17 +91,20 @@ def _idempotent(key: str | None, request_hash: str, body, fast=None):
 def lock_account(s: Session, *, customer_id: int | None = None,
                  external_id: str | None = None) -> Account:
     """The customer's account row, locked for this transaction. Deleted customers are not found."""
-    q = select(Account).join(Customer, Customer.id == Account.customer_id).where(
-        Customer.deleted_at.is_(None))
+    # The crossing rule's Watch comes with the lock (services.ledger.crossings).
+    q = select(Account, *crossings.columns(Account.__table__.c.customer_id)).join(
+        Customer, Customer.id == Account.customer_id).where(Customer.deleted_at.is_(None))
     if customer_id is not None:
         q = q.where(Account.customer_id == customer_id)
     elif external_id is not None:
         q = q.where(Customer.external_id == external_id)
     else:
         raise ValidationFailed("customer is required")
-    account = s.scalar(q.with_for_update(of=Account).execution_options(populate_existing=True))
-    if account is None:
+    row = s.execute(q.with_for_update(of=Account).execution_options(populate_existing=True)).first()
+    if row is None:
         raise CustomerNotFound(f"Customer {external_id or customer_id} not found.")
+    account = row[0]
+    crossings.remember(account, crossings.watch_of(*row[1:]))
     return account
 
 
@@ -109,11 +113,14 @@ def lock_accounts(s: Session, customer_ids: Iterable[int]) -> dict[int, Account]
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
-    rows = s.scalars(
-        select(Account).where(Account.customer_id.in_(ids)).order_by(Account.id)
-        .with_for_update().execution_options(populate_existing=True)
+    rows = s.execute(
+        select(Account, *crossings.columns(Account.__table__.c.customer_id))
+        .where(Account.customer_id.in_(ids)).order_by(Account.id)
+        .with_for_update(of=Account).execution_options(populate_existing=True)
     ).all()
-    return {a.customer_id: a for a in rows}
+    for row in rows:
+        crossings.remember(row[0], crossings.watch_of(*row[1:]))
+    return {row[0].customer_id: row[0] for row in rows}
 
 
 # --- expiry rules (shared with the expiry job) ----------------------------------------------
@@ -134,7 +141,17 @@ def _post(s: Session, account: Account, *, type: str, amount: int, actor: Actor,
         **fields,
     )
     s.add(entry)
+    if amount < 0:
+        crossings.check(s, customer_id=account.customer_id, watch=crossings.remembered(account),
+                        before=before, after=before + amount, entry_type=type,
+                        entry_id=lambda: _flushed_id(s, entry))
     return entry
+
+
+def _flushed_id(s: Session, entry: LedgerEntry) -> int:
+    if entry.id is None:
+        s.flush()
+    return entry.id
 
 
 def _live_grants(s: Session, account: Account) -> list[CreditGrant]:

@@ -29,6 +29,7 @@ from services.core.errors import Conflict, CustomerNotFound, NotFound, PaymentPr
 from services.events import outbox
 from services.ledger import posting as ledger
 from services.ledger.rules import SYSTEM, Actor
+from services.payments import autotopup
 from services.providers import razorpay as rzp
 from services.providers import stripe as stp
 from services.refunds import requests as refunds
@@ -86,6 +87,9 @@ class _Intent:
     tags: dict
     price_id: str | None = None
     interval: str = "month"
+    customer_id: int | None = None
+    package_id: int | None = None
+    stripe_customer: str | None = None  # saved by an earlier Checkout (services/payments/autotopup)
 
 
 def start(*, external_id: str, provider: str, package_id: int | None = None,
@@ -99,9 +103,12 @@ def start(*, external_id: str, provider: str, package_id: int | None = None,
                                details={"package_id": "exactly one of package_id, plan_id"})
     intent = _record_intent(external_id=external_id, provider=provider,
                             package_id=package_id, plan_id=plan_id, actor=actor)
+    stripe_customer = intent.stripe_customer
     try:
         if provider == "stripe":
-            result = _open_checkout(intent, success_url, cancel_url)
+            if intent.kind == "package" and stripe_customer is None:
+                stripe_customer = _create_stripe_customer(intent)
+            result = _open_checkout(intent, success_url, cancel_url, stripe_customer)
             order_id = result.session_id
         else:
             result = _open_order(intent)
@@ -112,6 +119,10 @@ def start(*, external_id: str, provider: str, package_id: int | None = None,
     with atomic() as s:
         payment = s.get(Payment, intent.payment_id)
         payment.provider_order_id = order_id
+    if stripe_customer and stripe_customer != intent.stripe_customer:
+        autotopup.remember_stripe_customer(customer_id=intent.customer_id,
+                                           stripe_customer_id=stripe_customer,
+                                           package_id=intent.package_id)
     log.info("purchases.started", extra={"payment_id": intent.payment_id, "provider": provider,
                                          "provider_order_id": order_id})
     return result
@@ -164,11 +175,22 @@ def _record_intent(*, external_id: str, provider: str, package_id: int | None,
         return _Intent(payment_id=payment.id, provider=provider, kind=payment.kind,
                        amount_minor=payment.amount_minor, currency=payment.currency,
                        credits=payment.credits, email=customer.email, product_name=name,
-                       tags=tags, **extra)
+                       tags=tags, customer_id=customer.id, package_id=package_id,
+                       stripe_customer=autotopup.stripe_customer_of(s, customer.id), **extra)
+
+
+def _create_stripe_customer(intent: _Intent) -> str:
+    """A Stripe Customer to own the card Checkout saves (keyed by our customer id, so
+    concurrent first purchases make one)."""
+    made = stp.create_customer(
+        email=intent.email, name=intent.tags.get("external_id") or intent.email,
+        metadata={"customer_id": intent.customer_id, "external_id": intent.tags.get("external_id")},
+        idempotency_key=f"creditdesk-customer-{intent.customer_id}")
+    return made["id"]
 
 
 def _open_checkout(intent: _Intent, success_url: str | None,
-                   cancel_url: str | None) -> StripeCheckout:
+                   cancel_url: str | None, stripe_customer: str | None = None) -> StripeCheckout:
     cfg = current_app.config
     base = (cfg.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000").rstrip("/")
     success_url = success_url or cfg.get("CHECKOUT_SUCCESS_URL") or \
@@ -178,11 +200,13 @@ def _open_checkout(intent: _Intent, success_url: str | None,
     session = stp.create_checkout_session(
         mode="subscription" if subscription else "payment", amount_minor=intent.amount_minor,
         currency=intent.currency, product_name=intent.product_name, credits=intent.credits,
-        customer_ref=intent.email, client_reference_id=str(intent.payment_id),
+        customer_ref=stripe_customer or intent.email, client_reference_id=str(intent.payment_id),
         metadata=intent.tags, success_url=success_url, cancel_url=cancel_url,
         idempotency_key=f"creditdesk-payment-{intent.payment_id}",
         price_id=intent.price_id if subscription else None,
-        interval=intent.interval if subscription else "month")
+        interval=intent.interval if subscription else "month",
+        # Always, for packages: auto top-up can only be enabled once a card is saved.
+        save_payment_method=not subscription and stripe_customer is not None)
     return StripeCheckout(payment_id=intent.payment_id, session_id=session["id"],
                           checkout_url=session["url"])
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from models import WebhookEvent, utcnow
 from services.core.errors import PaymentProviderError
 from services.ledger.rules import Actor
-from services.payments import purchases, subscriptions
+from services.payments import autotopup, autotopup_charge, purchases, subscriptions
 from services.providers import stripe as stp
 from services.refunds import requests as refunds
 
@@ -68,7 +68,33 @@ def _tags(obj: dict) -> dict:
     return md if isinstance(md, dict) else {}
 
 
-def _stripe_checkout(s: Session, event: dict, actor: Actor, _prepared) -> tuple[str, str | None]:
+def _stripe_checkout_method(event: dict) -> dict | None:
+    """The PaymentIntent of a paid package Checkout that saved its card, with the card
+    (one API call). Crediting never waits on it: a failure only leaves the card unsaved."""
+    session = _obj(event)
+    pi, customer = session.get("payment_intent"), session.get("customer")
+    if session.get("mode") != "payment" or not pi or not str(customer or "").startswith("cus_"):
+        return None
+    try:
+        full = stp.retrieve_payment_intent(pi if isinstance(pi, str) else pi.get("id"))
+    except PaymentProviderError:
+        log.warning("webhooks.stripe.payment_method_unknown", extra={"payment_intent": pi})
+        return None
+    return full if full.get("setup_future_usage") == "off_session" else None
+
+
+def _save_method(s: Session, payment, session: dict, pi: dict | None) -> None:
+    method = (pi or {}).get("payment_method")
+    if not method:
+        return
+    card = (method.get("card") or {}) if isinstance(method, dict) else {}
+    autotopup.save_method(
+        s, customer_id=payment.customer_id, stripe_customer_id=session["customer"],
+        payment_method_id=method["id"] if isinstance(method, dict) else method,
+        brand=card.get("brand"), last4=card.get("last4"), package_id=payment.package_id)
+
+
+def _stripe_checkout(s: Session, event: dict, actor: Actor, prepared) -> tuple[str, str | None]:
     session = _obj(event)
     tags = _tags(session)
     payment = purchases.find_payment(
@@ -89,7 +115,20 @@ def _stripe_checkout(s: Session, event: dict, actor: Actor, _prepared) -> tuple[
                      amount_minor=session.get("amount_total"), currency=session.get("currency"),
                      order_id=session.get("id"), actor=actor)
     apply_pending_refunds(s, "stripe", ref)
+    _save_method(s, payment, session, prepared)
     return "processed", None
+
+
+def _stripe_payment_intent(s: Session, event: dict, actor: Actor, _prepared) -> tuple[str, str | None]:
+    """An off-session auto top-up charge succeeded (the charge answer may have come first)."""
+    pi = _obj(event)
+    attempt_id = _tags(pi).get("creditdesk_auto_topup_attempt_id")
+    if not str(attempt_id or "").isdigit():
+        return "ignored", "not an auto top-up (Checkout payments settle by checkout.session.*)"
+    done = autotopup_charge.settle(attempt_id=int(attempt_id), payment_intent=pi["id"],
+                                   amount_minor=pi.get("amount"), currency=pi.get("currency"),
+                                   actor=actor)
+    return "processed", None if done else "already settled"
 
 
 def _invoice_fields(invoice: dict) -> tuple[str | None, dict, str | None, dict]:
@@ -223,6 +262,21 @@ def _razorpay_refund(s: Session, event: dict, actor: Actor, _prepared) -> tuple[
     return "processed", None
 
 
+def _stripe_payment_intent_failed(s: Session, event: dict, actor: Actor,
+                                  _prepared) -> tuple[str, str | None]:
+    """An auto top-up charge failed (also sent for a decline the charge call already saw)."""
+    pi = _obj(event)
+    attempt_id = _tags(pi).get("creditdesk_auto_topup_attempt_id")
+    if not str(attempt_id or "").isdigit():
+        return "ignored", "not an auto top-up"
+    err = pi.get("last_payment_error") or {}
+    auth = err.get("code") == "authentication_required" or pi.get("status") == "requires_action"
+    autotopup_charge.decline(attempt_id=int(attempt_id), provider_ref=pi.get("id"),
+                             reason=err.get("decline_code") or err.get("code") or "payment_failed",
+                             message=err.get("message"), requires_action=auth)
+    return "processed", None
+
+
 Handler = Callable[[Session, dict, Actor, object], tuple[str, str | None]]
 
 HANDLERS: dict[tuple[str, str], Handler] = {
@@ -232,6 +286,8 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("stripe", "customer.subscription.updated"): _stripe_subscription,
     ("stripe", "customer.subscription.deleted"): _stripe_subscription,
     ("stripe", "charge.refunded"): _stripe_charge_refunded,
+    ("stripe", "payment_intent.succeeded"): _stripe_payment_intent,
+    ("stripe", "payment_intent.payment_failed"): _stripe_payment_intent_failed,
     ("razorpay", "payment.captured"): _razorpay_paid,
     ("razorpay", "order.paid"): _razorpay_paid,
     ("razorpay", "refund.processed"): _razorpay_refund,
@@ -239,6 +295,8 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 # Provider calls an event needs, made before its transaction opens (no lock held meanwhile).
 PREPARE: dict[tuple[str, str], Callable[[dict], object]] = {
     ("stripe", "invoice.paid"): _stripe_invoice_payment_intent,
+    ("stripe", "checkout.session.completed"): _stripe_checkout_method,
+    ("stripe", "checkout.session.async_payment_succeeded"): _stripe_checkout_method,
 }
 EVENT_TYPES = {provider: sorted(t for p, t in HANDLERS if p == provider)
                for provider in ("stripe", "razorpay")}

@@ -49,8 +49,13 @@ def create_checkout_session(
     idempotency_key: str,
     price_id: str | None = None,
     interval: Literal["month", "year"] = "month",
+    save_payment_method: bool = False,
 ) -> dict[str, Any]:
-    """Create a hosted Checkout Session; answers the session with `id`, `url`, `payment_intent`."""
+    """Create a hosted Checkout Session; answers the session with `id`, `url`, `payment_intent`.
+
+    `save_payment_method` (payment mode, with a `cus_` customer) asks Checkout to keep the card
+    for off-session charges (`setup_future_usage=off_session`): auto top-up charges it later.
+    """
     if mode not in ("payment", "subscription"):
         raise ValueError(f"unsupported Checkout mode {mode!r}")
     check_minor(amount_minor)
@@ -72,6 +77,8 @@ def create_checkout_session(
     # Copy the tags onto what outlives the session, so refunds and renewals carry them too.
     if mode == "payment":
         params["payment_intent_data"] = {"metadata": tags}
+        if save_payment_method and customer_ref and customer_ref.startswith("cus_"):
+            params["payment_intent_data"]["setup_future_usage"] = "off_session"
     else:
         params["subscription_data"] = {"metadata": tags}
     if customer_ref and customer_ref.startswith("cus_"):
@@ -90,16 +97,63 @@ def retrieve_checkout_session(session_id: str) -> dict[str, Any]:
     return _call("checkout.retrieve", lambda c: c.v1.checkout.sessions.retrieve(session_id))
 
 
+def create_customer(*, email: str, name: str, metadata: dict[str, Any],
+                    idempotency_key: str) -> dict[str, Any]:
+    """Create a Stripe Customer (the owner of saved payment methods); answers it with `id`."""
+    customer = _call("customer.create", lambda c: c.v1.customers.create(
+        {"email": email, "name": name or email, "metadata": _metadata(metadata)},
+        {"idempotency_key": idempotency_key}))
+    log.info("providers.stripe.customer_created", extra={"stripe_customer_id": customer["id"]})
+    return customer
+
+
+def retrieve_payment_intent(payment_intent_id: str) -> dict[str, Any]:
+    """Fetch a PaymentIntent with its `payment_method` expanded (card brand and last 4);
+    `latest_charge` is the charge a refund moves money back from."""
+    return _call("payment_intent.retrieve", lambda c: c.v1.payment_intents.retrieve(
+        payment_intent_id, {"expand": ["payment_method"]}))
+
+
+def charge_off_session(*, amount_minor: int, currency: str, customer: str, payment_method: str,
+                       idempotency_key: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Charge a saved payment method without the customer (PaymentIntent, confirm=true,
+    off_session=true). Answers `{"outcome", "payment_intent", "status", "reason"}`:
+    outcome `succeeded`, `processing`, `declined` (a card_error) or `requires_action` (the bank
+    wants the customer: `authentication_required`, or a PaymentIntent in requires_action).
+    Network and server failures raise PaymentProviderError: retry with the same key, Stripe
+    answers the same PaymentIntent, so a retry never charges twice."""
+    check_minor(amount_minor)
+    params = {"amount": amount_minor, "currency": currency_code(currency).lower(),
+              "customer": customer, "payment_method": payment_method, "off_session": True,
+              "confirm": True, "metadata": _metadata(metadata)}
+    try:
+        pi = _client().v1.payment_intents.create(
+            params, {"idempotency_key": idempotency_key}).to_dict(for_json=True)
+    except stripe.CardError as err:
+        body = (err.json_body or {}).get("error") or {}
+        pi = body.get("payment_intent") or {}
+        outcome = "requires_action" if err.code == "authentication_required" else "declined"
+        reason = body.get("decline_code") or err.code or "card_declined"
+        log.info("providers.stripe.off_session_declined",
+                 extra={"payment_intent": pi.get("id"), "code": err.code, "reason": reason})
+        return {"outcome": outcome, "payment_intent": pi.get("id"), "status": pi.get("status"),
+                "reason": reason, "message": _redact(err.user_message or reason)[:300]}
+    except stripe.StripeError as err:
+        raise _provider_error("payment_intent.create", err) from None
+    status = pi.get("status")
+    outcome = {"succeeded": "succeeded", "processing": "processing",
+               "requires_action": "requires_action"}.get(status, "declined")
+    log.info("providers.stripe.off_session_charged",
+             extra={"payment_intent": pi["id"], "status": status, "amount_minor": amount_minor})
+    return {"outcome": outcome, "payment_intent": pi["id"], "status": status,
+            "amount": pi.get("amount"), "currency": pi.get("currency"),
+            "reason": None if outcome in ("succeeded", "processing") else status, "message": None}
+
+
 def retrieve_invoice(invoice_id: str) -> dict[str, Any]:
     """Fetch an Invoice with its `payments` (the only place its PaymentIntent id is shown)."""
     return _call("invoice.retrieve", lambda c: c.v1.invoices.retrieve(
         invoice_id, {"expand": ["payments"]}))
-
-
-def retrieve_payment_intent(payment_intent_id: str) -> dict[str, Any]:
-    """Fetch a PaymentIntent (`latest_charge` is the charge a refund moves money back from)."""
-    return _call("payment_intent.retrieve",
-                 lambda c: c.v1.payment_intents.retrieve(payment_intent_id))
 
 
 def retrieve_charge(charge_id: str) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """A Stripe API double: form-encoded requests, Stripe's JSON objects and errors, idempotency keys.
 
-Covers what Creditdesk calls: Checkout Sessions (create, retrieve), Refunds, and retrieval of
-the objects a completed session leaves behind (payment intents, charges, customers, prices,
-subscriptions, invoices). Point the SDK at it with `STRIPE_API_BASE = server.url`.
+Covers what Creditdesk calls: Checkout Sessions (create, retrieve), Refunds, Customers (create),
+off-session PaymentIntents (create with confirm + off_session; the outcome chosen by the test
+payment method, as Stripe's test cards: `pm_card_visa` pays, `pm_card_chargeDeclined` and
+`pm_card_insufficientFunds` are declined with a card_error, `pm_card_authenticationRequired`
+needs the customer), and retrieval of the objects a completed session leaves behind (payment
+intents, payment methods, charges, customers, prices, subscriptions, invoices). Idempotency
+keys: the same key and parameters answer the first answer (402 card errors included, as in
+Stripe). Point the SDK at it with `STRIPE_API_BASE = server.url`.
 """
 from __future__ import annotations
 
@@ -29,10 +34,25 @@ _RETRIEVABLE = {
     "checkout/sessions": "sessions", "payment_intents": "payment_intents",
     "charges": "charges", "refunds": "refunds", "customers": "customers",
     "prices": "prices", "subscriptions": "subscriptions", "invoices": "invoices",
+    "payment_methods": "payment_methods",
 }
 _EXPANDABLE = {
     "payment_intent": "payment_intents", "customer": "customers", "charge": "charges",
     "latest_charge": "charges", "subscription": "subscriptions", "invoice": "invoices",
+    "payment_method": "payment_methods",
+}
+# Stripe's test payment methods: (brand, last4, card_error code, decline_code, message).
+TEST_CARDS = {
+    "pm_card_visa": ("visa", "4242", None, None, None),
+    "pm_card_mastercard": ("mastercard", "4444", None, None, None),
+    "pm_card_chargeDeclined": ("visa", "0002", "card_declined", "generic_decline",
+                               "Your card was declined."),
+    "pm_card_insufficientFunds": ("visa", "9995", "card_declined", "insufficient_funds",
+                                  "Your card has insufficient funds."),
+    "pm_card_authenticationRequired": ("visa", "3184", "authentication_required",
+                                       "authentication_required",
+                                       "Your card was declined. This transaction requires "
+                                       "authentication."),
 }
 
 
@@ -98,6 +118,7 @@ class FakeStripe(FakeServer):
         self.payment_intents: dict[str, dict] = {}
         self.charges: dict[str, dict] = {}
         self.refunds: dict[str, dict] = {}
+        self.payment_methods: dict[str, dict] = {}
         self.customers: dict[str, dict] = {}
         self.prices: dict[str, dict] = {}
         self.subscriptions: dict[str, dict] = {}
@@ -122,7 +143,8 @@ class FakeStripe(FakeServer):
             self.prices[price["id"]] = price
             return price["id"]
 
-    def complete_session(self, session_id: str, *, email: str = "buyer@example.com") -> str:
+    def complete_session(self, session_id: str, *, email: str = "buyer@example.com",
+                         payment_method: str = "pm_card_visa") -> str:
         """The customer paid: mark the session complete and return the PaymentIntent id.
 
         Payment mode fills `session.payment_intent`. Subscription mode, as in Stripe, leaves it
@@ -140,8 +162,13 @@ class FakeStripe(FakeServer):
             s.update(status="complete", payment_status="paid", customer=customer, url=None,
                      customer_details=done["customer_details"])
             if s["mode"] == "payment":
-                md = params.get("payment_intent_data", {}).get("metadata", {})
-                pi = self._payment_intent(s["amount_total"], s["currency"], customer, md)
+                pid = params.get("payment_intent_data", {})
+                pi = self._payment_intent(s["amount_total"], s["currency"], customer,
+                                          pid.get("metadata", {}))
+                pi["payment_method"] = self._payment_method(payment_method, customer)
+                if pid.get("setup_future_usage") and customer:
+                    # Checkout attaches the card to the Customer for later off-session use.
+                    pi["setup_future_usage"] = pid["setup_future_usage"]
                 s["payment_intent"] = pi["id"]
                 return pi["id"]
             price = self.prices[self.session_prices[session_id][0]]
@@ -197,7 +224,7 @@ class FakeStripe(FakeServer):
                               "Stripe-Version": req.header("Stripe-Version") or STRIPE_API_VERSION})
         if key:
             reply.headers["Idempotency-Key"] = key
-            if reply.status < 400:  # validation errors are not stored, as in Stripe
+            if reply.status < 400 or reply.status == 402:  # as Stripe: not validation errors
                 saved = Reply(reply.status, copy.deepcopy(reply.body), dict(reply.headers))
                 self.idempotency[key] = (fingerprint, saved)  # the answer as first given
         return reply
@@ -207,6 +234,13 @@ class FakeStripe(FakeServer):
             return self._create_session(req.body)
         if req.method == "POST" and req.path == "/v1/refunds":
             return self._create_refund(req.body)
+        if req.method == "POST" and req.path == "/v1/customers":
+            p = req.body
+            cid = self._customer(p.get("email"))
+            self.customers[cid].update(name=p.get("name"), metadata=p.get("metadata", {}))
+            return Reply(200, self.customers[cid])
+        if req.method == "POST" and req.path == "/v1/payment_intents":
+            return self._create_payment_intent(req.body)
         match = re.fullmatch(r"/v1/(.+)/([^/]+)", req.path)
         if req.method == "GET" and match and match.group(1) in _RETRIEVABLE:
             store = getattr(self, _RETRIEVABLE[match.group(1)])
@@ -335,6 +369,42 @@ class FakeStripe(FakeServer):
         self.refunds[refund["id"]] = refund
         return Reply(200, refund)
 
+    def _create_payment_intent(self, p: dict) -> Reply:
+        amount = _int(p.get("amount"))
+        if amount is None or amount < 1:
+            return error(400, "Missing required param: amount.", code="parameter_missing",
+                         param="amount")
+        if not p.get("currency"):
+            return error(400, "Missing required param: currency.", code="parameter_missing",
+                         param="currency")
+        if p.get("confirm") != "true" or p.get("off_session") != "true":
+            return error(400, "This double only confirms off-session PaymentIntents.",
+                         param="confirm")
+        customer, pm_id = p.get("customer"), p.get("payment_method")
+        if customer not in self.customers:
+            return error(400, f"No such customer: '{customer}'", code="resource_missing",
+                         param="customer")
+        if pm_id not in TEST_CARDS and pm_id not in self.payment_methods:
+            return error(400, f"No such PaymentMethod: '{pm_id}'", code="resource_missing",
+                         param="payment_method")
+        pi = self._payment_intent(amount, p["currency"], customer, p.get("metadata", {}))
+        pi["payment_method"] = self._payment_method(pm_id, customer)
+        pi["off_session"] = True
+        _, _, code, decline_code, message = TEST_CARDS.get(pm_id, (None,) * 5)
+        if code is None:
+            return Reply(200, pi)
+        charge = self.charges[pi["latest_charge"]]
+        charge.update(paid=False, captured=False, amount_captured=0, status="failed",
+                      failure_code=code, failure_message=message)
+        last_error = {"type": "card_error", "code": code, "decline_code": decline_code,
+                      "message": message, "charge": charge["id"], "payment_method":
+                      self.payment_methods[pm_id]}
+        pi.update(status="requires_payment_method", amount_received=0,
+                  last_payment_error=last_error)
+        body = {**last_error, "payment_intent": copy.deepcopy(pi),
+                "doc_url": f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"}
+        return Reply(402, {"error": body})
+
     # -- the hosted Checkout page (for browser tests) ----------------------------------------
     def _hosted_page(self, req: RecordedRequest) -> Reply:
         sid = req.path.removeprefix("/c/pay/")
@@ -360,6 +430,16 @@ class FakeStripe(FakeServer):
                                        "metadata": {}, "created": int(time.time()),
                                        "livemode": False}
         return customer_id
+
+    def _payment_method(self, pm_id: str, customer: str | None) -> str:
+        if pm_id not in self.payment_methods:
+            brand, last4 = TEST_CARDS.get(pm_id, ("visa", "4242"))[:2]
+            self.payment_methods[pm_id] = {
+                "id": pm_id, "object": "payment_method", "type": "card", "customer": customer,
+                "card": {"brand": brand, "last4": last4, "exp_month": 12, "exp_year": 2034,
+                         "country": "US", "funding": "credit"},
+                "created": int(time.time()), "livemode": False}
+        return pm_id
 
     def _payment_intent(self, amount: int, currency: str, customer: str | None,
                         metadata: dict) -> dict:

@@ -5,7 +5,8 @@ size, some refused) is played for three customers, each debit through another pa
 - general: `posting.debit` with the hot path declining (the ORM path every other movement takes);
 - hot: `posting.debit`, which tries the three-statement hot path first;
 - batch: `batch.debit_many` with the item alone.
-Entries, allocations, buckets and the account must then be identical up to ids.
+Entries, allocations, buckets, the account, the balance notices written to the outbox and the
+auto top-up attempts (services.ledger.crossings) must then be identical up to ids.
 """
 from __future__ import annotations
 
@@ -17,7 +18,18 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from models import Account, Allocation, CreditGrant, LedgerEntry, db, utcnow
+from models import (
+    Account,
+    Allocation,
+    AutoTopup,
+    AutoTopupAttempt,
+    CreditGrant,
+    Customer,
+    LedgerEntry,
+    OutboxEvent,
+    db,
+    utcnow,
+)
 from services.core.errors import InsufficientCredits
 from services.ledger import batch, reconcile
 from services.ledger import posting as ledger
@@ -68,7 +80,16 @@ def _rows(customer_id: int) -> dict:
     allocs = db.session.scalars(select(Allocation).where(Allocation.entry_id.in_(list(e_ord)))
                                 .order_by(Allocation.entry_id, Allocation.grant_id)).all()
     account = db.session.scalar(select(Account).where(Account.customer_id == customer_id))
+    external_id = db.session.get(Customer, customer_id).external_id
+    events = db.session.scalars(select(OutboxEvent).where(OutboxEvent.customer_id == customer_id)
+                                .order_by(OutboxEvent.id)).all()
+    assert all(ev.data.pop("external_id") == external_id for ev in events)
+    attempts = db.session.scalars(select(AutoTopupAttempt).where(
+        AutoTopupAttempt.customer_id == customer_id).order_by(AutoTopupAttempt.id)).all()
     return {
+        "events": [(ev.type, ev.data) for ev in events],
+        "attempts": [(a.status, a.balance_at_trigger, e_ord[int(a.key.rsplit(":", 1)[1])])
+                     for a in attempts],
         "entries": [(e.type, e.amount, e.balance_before, e.balance_after, e.feature,
                      g_ord.get(e.grant_id), e.actor_type) for e in entries],
         "allocations": [(e_ord[a.entry_id], g_ord[a.grant_id], a.credits) for a in allocs],
@@ -93,6 +114,14 @@ def test_the_three_debit_paths_write_identical_rows(app, make, history):
     rng = random.Random(seed)
     ops = _history(rng, 40)
     customers = {name: make.customer(external_id=f"{name}-{seed}") for name in PATHS}
+    # Thresholds the random balances cross often: notices and auto top-ups on every path.
+    low, topup = rng.choice([10, 25, 40]), rng.choice([5, 15, 30])
+    package = make.package()
+    for c in customers.values():
+        c.low_balance_threshold = low
+        db.session.add(AutoTopup(customer_id=c.id, enabled=True, threshold=topup,
+                                 package_id=package.id, monthly_limit=1000))
+    db.session.commit()
     now = utcnow()
     refused = dict.fromkeys(PATHS, 0)
     for i, op in enumerate(ops):
@@ -107,9 +136,15 @@ def test_the_three_debit_paths_write_identical_rows(app, make, history):
                     PATHS[name](c, op[1], key=f"{name}-{seed}-{i}")
                 except InsufficientCredits:
                     refused[name] += 1
+        # The payment side settles each attempt, so that the next crossing may trigger again.
+        db.session.execute(AutoTopupAttempt.__table__.update().values(status="succeeded"))
+        db.session.commit()
     assert len(set(refused.values())) == 1, refused
     rows = {name: _rows(c.id) for name, c in customers.items()}
     assert rows["hot"] == rows["general"], f"seed={seed}"
     assert rows["batch"] == rows["general"], f"seed={seed}"
     assert any(t == "debit" for t, *_ in rows["general"]["entries"])
+    print({t: sum(1 for e in rows["general"]["events"] if e[0] == t)
+           for t in ("credits.low_balance", "credits.depleted")},
+          "attempts", len(rows["general"]["attempts"]))
     assert reconcile.run().ok

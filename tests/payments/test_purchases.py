@@ -7,6 +7,12 @@ from tests.fakes import signing
 from tests.helpers import ApiClient, assert_error
 from tests.payments.helpers import buy, counts, grants_of, payment, send_razorpay, verify
 
+
+def made_id(stripe_server) -> str:
+    [cid] = stripe_server.customers
+    return cid
+
+
 # --- Stripe Checkout -----------------------------------------------------------------------------
 
 def test_stripe_package_purchase_records_our_payment_first_and_opens_checkout(pay_api, make,
@@ -25,7 +31,12 @@ def test_stripe_package_purchase_records_our_payment_first_and_opens_checkout(pa
     assert sent.body["client_reference_id"] == str(data["payment_id"])
     assert sent.body["metadata"]["creditdesk_payment_id"] == str(data["payment_id"])
     assert sent.body["line_items"][0]["price_data"]["unit_amount"] == "1999"
-    assert sent.body["customer_email"] == "ana@example.com"
+    # A Stripe Customer owns the card, saved for auto top-up (docs/auto_topup.md).
+    [made] = stripe_server.requests_to("POST", "/v1/customers")
+    assert made.body["email"] == "ana@example.com"
+    assert made.header("Idempotency-Key") == f"creditdesk-customer-{payment(data['payment_id']).customer_id}"
+    assert sent.body["customer"] == made_id(stripe_server)
+    assert sent.body["payment_intent_data"]["setup_future_usage"] == "off_session"
     p = payment(data["payment_id"])
     assert (p.status, p.kind, p.provider_order_id, p.amount_minor, p.credits) == \
         ("created", "package", data["session_id"], 1999, 500)

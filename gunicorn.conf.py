@@ -19,6 +19,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "3"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = 30
+# The longest request line gunicorn takes (its maximum); longer ones get its 414 page, which the
+# OpenAPI document declares on every operation with a query string.
+limit_request_line = 8190
 # A worker is replaced after this many requests (with jitter), bounding any slow growth of memory.
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "20000"))
 max_requests_jitter = 2000

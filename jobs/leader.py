@@ -110,14 +110,18 @@ def make_lock(app: Flask):
 
 
 def leader_info(app: Flask) -> dict | None:
-    """Who leads now, seen from any process: the lock holder's connection or lock file."""
+    """Who leads now, seen from any process: the lock holder's connection or lock file.
+
+    Advisory locks are per database, pg_locks is per server: only this database's holder counts
+    (another Creditdesk, e.g. staging, on the same server leads its own jobs)."""
     url = db.engine.url
     if url.get_backend_name() == "postgresql":
         row = db.session.execute(text(
             "SELECT a.application_name, a.backend_start, a.client_addr FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
             "AND l.classid = CAST(:a AS oid) AND l.objid = CAST(:b AS oid) AND l.objsubid = 2 "
-            "AND l.granted"), {"a": LOCK_CLASS, "b": LOCK_OBJ}).first()
+            "AND l.granted AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())"), {"a": LOCK_CLASS, "b": LOCK_OBJ}).first()
         db.session.rollback()
         if row is None:
             return None

@@ -202,6 +202,13 @@ def build(app: Flask) -> dict:
     return doc
 
 
+# A query string can make the request line longer than gunicorn takes (gunicorn.conf.py,
+# limit_request_line): the server refuses it before the API runs, with its own HTML page.
+URI_TOO_LONG = {"description": "Request line over 8,190 bytes: refused by the server before the "
+                               "API (an HTML page, not the envelope); shorten the query",
+                "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 def _finish(op: dict) -> None:
     idempotent = any(p["name"] == "Idempotency-Key" for p in op["parameters"])
     for status, answer in op["responses"].items():
@@ -209,6 +216,8 @@ def _finish(op: dict) -> None:
             answer["headers"] = copy.deepcopy(RETRY_AFTER)
         elif idempotent and (status < "300" or status in STORED_REPLIES):
             answer["headers"] = copy.deepcopy(REPLAYED)
+    if any(p["in"] == "query" for p in op["parameters"]):
+        op["responses"]["414"] = copy.deepcopy(URI_TOO_LONG)
     for requirement in op.get("security", []):
         if "apiKey" in requirement:  # tools that ignore scopes of http schemes still show these
             op["x-scopes"] = requirement["apiKey"]

@@ -1,7 +1,7 @@
 """Settings: every tunable value with validation, and who changed what from what to what, and why."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, request, url_for
+from flask import Blueprint, abort, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
@@ -77,8 +77,8 @@ def impact():
     spec = settings_service.SPECS.get(key)
     value = (request.args.get("value") or "")[:20]
     preview = package_prices.setting_impact(key, value) if spec else None
-    if preview is None:
-        abort(404)
+    if preview is None:  # no price-per-credit key (a bare or edited link): the settings page
+        return redirect(url_for("settings.index"))
     ctx = dict(impact_key=key, impact=preview, impact_value=value)
     if htmx.is_htmx():
         return htmx.render("settings/index.html", "setting_impact",

@@ -30,6 +30,9 @@ from services.core import settings as app_settings
 from services.events import outbox
 
 OPEN_ATTEMPTS = ("pending", "processing")
+# Attempts that use up a month's allowance: charged or being charged (failed and requires_action
+# ones moved no money). One definition for the trigger here and the charge's re-check.
+ALLOWANCE_ATTEMPTS = ("pending", "processing", "succeeded")
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def _trigger_topup(s: Session, *, customer_id: int, after: int, entry_id: int,
     if setting is None or not setting.enabled or setting.paused_at is not None:
         return None
     counted, open_ = s.execute(
-        select(func.count(case((and_(AutoTopupAttempt.status != "failed",
+        select(func.count(case((and_(AutoTopupAttempt.status.in_(ALLOWANCE_ATTEMPTS),
                                      AutoTopupAttempt.created_at >= month_start(at)), 1))),
                func.count(case((AutoTopupAttempt.status.in_(OPEN_ATTEMPTS), 1))))
         .where(AutoTopupAttempt.customer_id == customer_id)).one()
@@ -166,5 +169,6 @@ def _trigger_topup(s: Session, *, customer_id: int, after: int, entry_id: int,
     return attempt
 
 
-__all__ = ["Watch", "crossed", "depleted", "check", "columns", "PG_COLUMNS", "watch_of",
-           "watch_for", "remember", "remembered", "effective_threshold", "low_threshold"]
+__all__ = ["ALLOWANCE_ATTEMPTS", "month_start", "Watch", "crossed", "depleted", "check", "columns",
+           "PG_COLUMNS", "watch_of", "watch_for", "remember", "remembered", "effective_threshold",
+           "low_threshold"]

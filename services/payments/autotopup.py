@@ -22,10 +22,10 @@ from models import AutoTopup, AutoTopupAttempt, CreditPackage, Payment, utcnow
 from services.core import audit
 from services.core.db import atomic
 from services.core.errors import NotFound, ServiceError, ValidationFailed
+from services.ledger import crossings
 
 MAX_MONTHLY_LIMIT = 100
 PAUSE_AFTER_FAILURES = 3
-COUNTED = ("processing", "succeeded")  # attempts that use up the month's allowance
 
 
 class StripeOnly(ServiceError, status=422, code="AUTO_TOPUP_STRIPE_ONLY"):
@@ -66,16 +66,13 @@ def _iso(at: datetime | None) -> str | None:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
 
 
-def month_start(now: datetime) -> datetime:
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
 def used_this_month(s: Session, customer_id: int, *, now: datetime | None = None,
                     exclude_id: int | None = None) -> int:
     """Top-ups charged or being charged this calendar month (UTC)."""
     q = select(func.count()).select_from(AutoTopupAttempt).where(
-        AutoTopupAttempt.customer_id == customer_id, AutoTopupAttempt.status.in_(COUNTED),
-        AutoTopupAttempt.created_at >= month_start(now or utcnow()))
+        AutoTopupAttempt.customer_id == customer_id,
+        AutoTopupAttempt.status.in_(crossings.ALLOWANCE_ATTEMPTS),
+        AutoTopupAttempt.created_at >= crossings.month_start(now or utcnow()))
     if exclude_id is not None:
         q = q.where(AutoTopupAttempt.id != exclude_id)
     return s.scalar(q) or 0

@@ -57,6 +57,26 @@ def test_created_updated_and_unchanged_in_one_call(api, make):
     assert api.get("/api/v1/customers/new-1")[1]["data"]["plan"] == "pro"
 
 
+def test_the_low_balance_threshold_is_set_kept_or_removed_like_put(api, make):
+    make.customer(external_id="t-keep", email="k@example.com")
+    make.customer(external_id="t-drop", email="d@example.com")
+    customers.upsert(external_id="t-keep", email="k@example.com", low_balance_threshold=40)
+    customers.upsert(external_id="t-drop", email="d@example.com", low_balance_threshold=40)
+    status, body, _ = api.post(URL, {"customers": [
+        {"external_id": "t-new", "email": "n@example.com", "low_balance_threshold": 25},
+        {"external_id": "t-keep", "email": "k@example.com"},  # absent: kept
+        {"external_id": "t-drop", "email": "d@example.com", "low_balance_threshold": None},
+        {"external_id": "t-bad", "email": "b@example.com", "low_balance_threshold": -1},
+    ]})
+    assert status == 200, body
+    assert statuses(body) == ["created", "unchanged", "updated", "error"]
+    assert body["data"]["results"][3]["code"] == "VALIDATION_ERROR"
+    assert [row(e).low_balance_threshold for e in ("t-new", "t-keep", "t-drop")] == [25, 40, None]
+    assert row("t-bad") is None
+    profile = api.get("/api/v1/customers/t-new")[1]["data"]
+    assert (profile["low_balance_threshold"], profile["low_balance_threshold_override"]) == (25, 25)
+
+
 def test_each_item_gets_the_error_the_single_upsert_gives(api, make):
     make.plan(code="pro")
     bad = [{"email": "not-an-email"}, {"email": "a@b.c", "plan": "nope"}, {"name": "no email"},

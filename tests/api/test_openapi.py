@@ -77,8 +77,12 @@ def test_every_operation_documents_the_statuses_it_can_answer(client):
         if name.startswith("POST /api/webhooks/"):
             assert "400" in answers and "INVALID_SIGNATURE" in answers["400"]["description"], name
             assert op["security"] == [] and op["requestBody"]["content"].keys() == {"application/json"}
+        queried = any(p["in"] == "query" for p in op["parameters"])
+        assert ("414" in answers) == queried, name  # gunicorn's own page for a too-long line
         for status, answer in answers.items():
-            if status >= "400":
+            if status == "414":
+                assert set(answer["content"]) == {"text/html"}, name
+            elif status >= "400":
                 assert answer["content"] == error, (name, status)
     paths = doc["paths"]
     assert {"200", "201"} <= set(paths["/api/v1/customers/{external_id}"]["put"]["responses"])

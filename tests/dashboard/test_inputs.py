@@ -28,7 +28,8 @@ ADMIN_PARAMS = ("search", "sort", "desc", "page", "page_size", "id", "url", "flt
 ADMIN_VIEWS = (".index_view", ".details_view", "admin.index")
 # Path arguments of GET pages -> the table a real id comes from (a 404 would hide the page).
 ROWS = {"customer_id": m.Customer, "refund_id": m.Refund, "task_id": m.Task,
-        "event_id": m.WebhookEvent, "row_id": m.AuditLog, "run_id": m.JobRun}
+        "event_id": m.WebhookEvent, "row_id": m.AuditLog, "run_id": m.JobRun,
+        "endpoint_id": m.WebhookEndpoint}
 CATALOG = {"plans": m.Plan, "packages": m.CreditPackage, "pricing": m.FeaturePrice}
 
 
@@ -94,6 +95,10 @@ def seeded(app, db_url, request):
     owner = request.getfixturevalue("pg_owner_url") if db_url.startswith("postgresql") else db_url
     with build_app(owner).app_context():
         demo.load(customers=12, months=2, seed=3)
+        # The demo has no outbound endpoint (it would send to a real URL): one for its page.
+        db.session.add(m.WebhookEndpoint(url="https://hooks.example.com/creditdesk",
+                                         events=["grant.created"], secret="whsec_dGVzdA=="))
+        db.session.commit()
         db.session.remove()
         db.engine.dispose()
     return app

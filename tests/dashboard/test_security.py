@@ -56,6 +56,7 @@ SPEC: dict[str, set[str]] = {
     "tasks.manage": {"admin"},
     "sandbox.use": {"admin"},
     "autotopup.manage": {"admin"},
+    "webhooks_out.manage": {"admin"},
 }
 # Routes that narrow their permission further inside the view (maker-checker: an adjustment
 # above the support limit is decided by an admin, never by support).

@@ -129,6 +129,25 @@ def test_one_leader_at_a_time_and_takeover_when_it_stops(app):
 
 
 @pytest.mark.pg
+def test_a_leader_of_another_database_on_the_same_server_is_not_ours(pg_app):
+    """Advisory locks are per database but pg_locks lists the whole server: a staging
+    Creditdesk's scheduler on the same PostgreSQL must not show as this one's leader."""
+    from tests.conftest import PG_URL
+
+    other = leader.PgLeaderLock(PG_URL, "creditdesk-scheduler other-db:1")  # the base database
+    assert other.acquire()
+    try:
+        assert leader.leader_info(pg_app) is None
+        ours = leader.make_lock(pg_app)
+        assert ours.acquire()  # a lock of its own: the other database's does not block it
+        try:
+            assert leader.leader_info(pg_app)["process"] == jobruns.host_id()
+        finally:
+            ours.release()
+    finally:
+        other.release()
+
+
 def test_follower_takes_over_when_the_leader_process_is_killed(pg_app):
     """A leader in another process holds the advisory lock; SIGKILL it, the follower leads."""
     url = db.engine.url.render_as_string(hide_password=False).replace("+psycopg", "")

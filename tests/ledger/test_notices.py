@@ -20,9 +20,9 @@ STAFF = Actor("staff", "1")
 
 def _events(customer_id: int, type_: str | None = None) -> list[tuple]:
     db.session.rollback()  # a fresh snapshot (other threads wrote)
-    q = select(OutboxEvent).where(OutboxEvent.customer_id == customer_id).order_by(OutboxEvent.id)
-    if type_:
-        q = q.where(OutboxEvent.type == type_)
+    types = [type_] if type_ else ["credits.low_balance", "credits.depleted"]
+    q = (select(OutboxEvent).where(OutboxEvent.customer_id == customer_id,
+                                   OutboxEvent.type.in_(types)).order_by(OutboxEvent.id))
     return [(e.type, e.data["balance"], e.data["threshold"], e.data["external_id"])
             for e in db.session.scalars(q)]
 

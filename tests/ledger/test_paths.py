@@ -84,6 +84,9 @@ def _rows(customer_id: int) -> dict:
     events = db.session.scalars(select(OutboxEvent).where(OutboxEvent.customer_id == customer_id)
                                 .order_by(OutboxEvent.id)).all()
     assert all(ev.data.pop("external_id") == external_id for ev in events)
+    for ev in events:  # grant ids by their order, like the rows below
+        if "grant_id" in ev.data:
+            ev.data["grant_id"] = g_ord[ev.data["grant_id"]]
     attempts = db.session.scalars(select(AutoTopupAttempt).where(
         AutoTopupAttempt.customer_id == customer_id).order_by(AutoTopupAttempt.id)).all()
     return {

@@ -8,6 +8,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 
+from dashboard.filters import money
 from models.staff import ROLES
 from services.core.errors import ServiceError
 from services.ledger import reconcile as reconcile_service
@@ -201,7 +202,7 @@ def sandbox_list() -> None:
         for r in rows:
             p = r.payment
             click.echo(f"  #{p.id}  {p.provider:8}  {getattr(p, ref)}  {p.credits:,} credits  "
-                       f"{p.amount_minor:,} {p.currency}  {r.email}  [{p.status}]")
+                       f"{money(p.amount_minor, p.currency)}  {r.email}  [{p.status}]")
 
 
 def init_app(app: Flask) -> None:

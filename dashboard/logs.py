@@ -34,6 +34,9 @@ def init_app(app: Flask) -> None:
         root.addHandler(handler)
     root.setLevel(app.config.get("LOG_LEVEL", "INFO"))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # APScheduler logs "Running job"/"executed successfully" at INFO for every tick of every
+    # job (four of them every 5 s); job runs record their own results (docs/jobs.md).
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     log = logging.getLogger("creditdesk.http")
 
     @app.before_request

@@ -208,14 +208,20 @@ def _refund_key(ref: str, before: int, amount: int) -> str:
     return f"sandbox-refund-{ref}-{before}-{amount}"
 
 
+def _refundable(payment: Payment, paid: dict, amount: int | None) -> tuple[int, int]:
+    """(refunded before, amount to refund now: the rest when not given) of a provider payment
+    object (Stripe charge, Razorpay payment); 409 when nothing is left."""
+    before = int(paid.get("amount_refunded") or 0)
+    left = int(paid["amount"]) - before
+    if left <= 0:
+        raise Conflict(f"Payment #{payment.id} is already fully refunded at the double.")
+    return before, left if amount is None else amount
+
+
 def _refund_stripe(payment: Payment, amount: int | None) -> tuple[str, int, list[dict]]:
     pi = stp.retrieve_payment_intent(payment.provider_payment_id)
     charge = stp.retrieve_charge(pi["latest_charge"])
-    before = int(charge.get("amount_refunded") or 0)
-    left = int(charge["amount"]) - before
-    if left <= 0:
-        raise Conflict(f"Payment #{payment.id} is already fully refunded at the double.")
-    amount = left if amount is None else amount
+    before, amount = _refundable(payment, charge, amount)
     made = stp.create_refund(payment_intent=pi["id"], amount_minor=amount,
                              idempotency_key=_refund_key(pi["id"], before, amount),
                              metadata={"creditdesk_payment_id": payment.id, "source": "sandbox"})
@@ -229,11 +235,7 @@ def _refund_stripe(payment: Payment, amount: int | None) -> tuple[str, int, list
 
 def _refund_razorpay(payment: Payment, amount: int | None) -> tuple[str, int, list[dict]]:
     pay = rzp.fetch_payment(payment.provider_payment_id)
-    before = int(pay.get("amount_refunded") or 0)
-    left = int(pay["amount"]) - before
-    if left <= 0:
-        raise Conflict(f"Payment #{payment.id} is already fully refunded at the double.")
-    amount = left if amount is None else amount
+    before, amount = _refundable(payment, pay, amount)
     made = rzp.create_refund(payment_id=pay["id"], amount_minor=amount,
                              idempotency_key=_refund_key(pay["id"], before, amount),
                              notes={"creditdesk_payment_id": payment.id, "source": "sandbox"})

@@ -67,14 +67,16 @@ def _iso(at: datetime | None) -> str | None:
 
 
 def used_this_month(s: Session, customer_id: int, *, now: datetime | None = None,
-                    exclude_id: int | None = None) -> int:
-    """Top-ups charged or being charged this calendar month (UTC)."""
+                    before_id: int | None = None) -> int:
+    """Top-ups of this calendar month (UTC) that use its allowance (crossings.ALLOWANCE_ATTEMPTS);
+    with `before_id`, only those created before that attempt: the allowance goes in creation
+    order, the same rule the trigger applies when it creates one."""
     q = select(func.count()).select_from(AutoTopupAttempt).where(
         AutoTopupAttempt.customer_id == customer_id,
         AutoTopupAttempt.status.in_(crossings.ALLOWANCE_ATTEMPTS),
         AutoTopupAttempt.created_at >= crossings.month_start(now or utcnow()))
-    if exclude_id is not None:
-        q = q.where(AutoTopupAttempt.id != exclude_id)
+    if before_id is not None:
+        q = q.where(AutoTopupAttempt.id < before_id)
     return s.scalar(q) or 0
 
 

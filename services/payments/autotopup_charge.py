@@ -167,7 +167,7 @@ def _refusal(s: Session, attempt: AutoTopupAttempt, topup: AutoTopup | None,
     package = s.get(CreditPackage, attempt.package_id)
     if package is None or not package.active or package.price_minor <= 0:
         return "package_unavailable", f"package {attempt.package_id} is not for sale", True
-    if used_this_month(s, attempt.customer_id, now=now, exclude_id=attempt.id) \
+    if used_this_month(s, attempt.customer_id, now=now, before_id=attempt.id) \
             >= topup.monthly_limit:
         return "monthly_limit", f"the monthly limit of {topup.monthly_limit} is reached", True
     return None

@@ -61,9 +61,10 @@ def _world(rng: random.Random) -> list[int]:
     for i in range(len(ENTRY_TYPES) * 12):  # every entry type, every text column hostile or NULL
         cid, aid = people[i % len(people)]
         top += 1
+        later = start + timedelta(seconds=rng.randint(0, 30 * 86400),
+                                  microseconds=rng.randint(0, 999_999))
         at = rng.choice([datetime(2026, 11, 3, 0, 0, 0), datetime(2026, 11, 9, 23, 59, 59, 999_999),
-                         datetime(2001, 1, 2, 3, 4, 5, 6), start + timedelta(seconds=rng.randint(0, 30 * 86400),
-                                                                             microseconds=rng.randint(0, 999_999))])
+                         datetime(2001, 1, 2, 3, 4, 5, 6), later])
         extra.append(dict(
             id=top, account_id=aid, customer_id=cid, type=ENTRY_TYPES[i % len(ENTRY_TYPES)],
             amount=rng.choice([-1, 1, 0, -(2**62), 2**62, rng.randint(-500, 500)]),

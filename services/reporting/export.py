@@ -70,7 +70,8 @@ def _sql_cell(kind: str, column):
 
     number: the integer's text (NULL: empty). timestamp: isoformat(sep=" ", timespec="seconds")
     of a naive UTC time, i.e. to_char(... 'YYYY-MM-DD HH24:MI:SS'), seconds truncated like
-    Python. text: a leading apostrophe when the first character is one of csvsafe's triggers;
+    Python. text: a leading apostrophe when the first character is one of csvsafe's triggers
+    (ascii() is the first character's code point in UTF-8, 0 for the empty string);
     the empty string becomes NULL because COPY quotes an empty string ("") where csv.writer
     writes nothing. Quoting itself (comma, quote, CR, LF: quoted, quotes doubled) is the same
     in both writers; only the line end differs (COPY's LF, csv's CRLF: copy_chunks fixes it).
@@ -80,12 +81,14 @@ def _sql_cell(kind: str, column):
     if kind == "timestamp":
         return func.to_char(column, "YYYY-MM-DD HH24:MI:SS")
     if kind == "text":
-        return case((func.left(column, 1).in_(_SQL_TRIGGERS), literal(csvsafe.PREFIX) + column),
+        return case((func.ascii(column).in_(_SQL_TRIGGERS), literal(csvsafe.PREFIX) + column),
                     else_=func.nullif(column, ""))
     raise ValueError(f"no SQL form for column kind {kind!r}")
 
 
-_SQL_TRIGGERS = [*csvsafe.DANGEROUS, csvsafe.PREFIX]  # csvsafe's _TRIGGERS, one definition
+# csvsafe's trigger characters (one definition) as the code points ascii() returns for a first
+# character: an integer test, measurably cheaper per cell than comparing left(text, 1).
+_SQL_TRIGGERS = [ord(c) for c in (*csvsafe.DANGEROUS, csvsafe.PREFIX)]
 
 
 def _slug(text: str) -> str:

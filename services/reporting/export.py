@@ -1,14 +1,14 @@
 """CSV export of the global ledger with exactly the transactions page's filters, streamed.
 
-The rows come from the same filter clauses as the page (services.reporting.transactions.conditions), as
-plain columns (no ORM objects), through a server-side cursor on PostgreSQL (`yield_per`, which
-sets stream_results) and SQLite's lazy cursor: memory stays flat whatever the row count.
+The rows come from the same filter clauses as the page (services.reporting.transactions.conditions),
+in one statement() shared by both writers; memory stays flat whatever the row count.
 
 On PostgreSQL the database writes the CSV itself: `COPY (<the same SELECT, cells formatted in
-SQL>) TO STDOUT WITH (FORMAT csv)` on the session's own connection, its rows relayed in 64 KB
-chunks. The cell rules of services.core.csvsafe are expressed in SQL (copy_statement), so the
-bytes are identical to the Python writer's, which SQLite keeps (tests/reporting/test_export_copy.py
-compares both on hostile data).
+SQL>) TO STDOUT WITH (FORMAT csv)` on the session's own connection, its rows (one COPY message
+each) relayed in 64 KB chunks. On SQLite, and as the reference, csvsafe writes plain columns
+(no ORM objects) read through SQLite's lazy cursor (or a server-side cursor, `yield_per`).
+The cell rules of services.core.csvsafe are expressed in SQL (copy_statement), so the bytes of
+both are identical (tests/reporting/test_export_copy.py compares them on hostile data).
 
 Audit: a `transactions.export.start` row is committed before the first byte (so an export that
 dies half-way is still on record, with its filters), and a `transactions.export` row with the

@@ -62,7 +62,7 @@ def expire_chunk(customer_ids: list[int], *, now: datetime, actor: Actor,
             return 0, 0
         due = s.execute(
             select(CreditGrant.id, CreditGrant.customer_id, CreditGrant.remaining)
-            .where(CreditGrant.customer_id.in_(list(accounts)), expired_clause(now))
+            .where(bulkledger.among(s, CreditGrant.customer_id, accounts), expired_clause(now))
             .order_by(CreditGrant.account_id, CreditGrant.id)).all()
         batch = bulkledger.Batch(now=now, actor=actor, job_run_id=job_run_id, accounts=accounts)
         for gid, cid, remaining in due:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, and_, case, cast, func, literal, not_, or_, select
+from sqlalchemy import String, and_, case, func, literal, not_, or_, select
 
 from models import CreditGrant, Customer, LedgerEntry, Plan, db, utcnow
 from services.core import settings as app_settings
@@ -125,17 +125,13 @@ def _segment_columns(now: datetime, free_credits: int):
     return segment.label("segment"), credits.label("credits"), days.label("expiry_days")
 
 
-def _candidates(now: datetime, after: int, limit: int, free_credits: int, period: str):
-    """The next `limit` live customers after a keyset cursor, classified, with `done`: whether
-    they hold this period's key already. That is a correlated EXISTS in the select list, i.e.
-    one probe of the unique key's index per customer (an anti-join could plan as a scan of the
-    whole ledger for every chunk); the writer re-checks the keys under the account locks."""
+def _candidates(now: datetime, after: int, limit: int, free_credits: int):
+    """The next `limit` live customers after a keyset cursor, classified. (Whether they had this
+    period's grant is checked per chunk with the unique key: an anti-join here would scan the
+    whole ledger for every chunk.)"""
     seg, credits, days = _segment_columns(now, free_credits)
-    key = literal(_key_prefix(period), String) + cast(Customer.id, String)
-    done = (select(literal(1)).select_from(LedgerEntry)
-            .where(LedgerEntry.idempotency_key == key).correlate(Customer).exists())
     q = (select(Customer.id, Customer.external_id, Customer.email, Customer.plan_id, seg, credits,
-                days, done.label("done"))
+                days)
          .select_from(Customer).outerjoin(Plan, Plan.id == Customer.plan_id)
          .where(Customer.deleted_at.is_(None), Customer.id > after, Customer.created_at <= now)
          .order_by(Customer.id).limit(limit))
@@ -261,14 +257,16 @@ def _grant_all(run_id: int, period: str, as_of: datetime, hold: set[int]) -> _Pr
     after, chunks, writes = 0, 0, 0
     progress = _Progress()
     while True:
-        rows = _candidates(as_of, after, CHUNK, free_credits, period)
+        rows = _candidates(as_of, after, CHUNK, free_credits)
         db.session.rollback()  # end the read; the chunk writes in its own transaction
         if not rows:
             return progress
         after = rows[-1].id
-        # a resumed run or a retry skips what earlier attempts did, without locking it
-        todo = [r for r in rows
-                if r.segment in GRANTING and (r.credits or 0) > 0 and not r.done]
+        todo = [r for r in rows if r.segment in GRANTING and (r.credits or 0) > 0]
+        if todo:  # a resumed run or a retry skips what earlier attempts did, without locking it
+            done = _granted(db.session, period, [r.id for r in todo])
+            todo = [r for r in todo if r.id not in done]
+        db.session.rollback()
         progress.attempted += len(todo)
         progress.held.update(r.id for r in todo if r.id in hold)
         todo = [r for r in todo if r.id not in hold]
@@ -389,12 +387,13 @@ def preview(*, period: str | None = None, limit: int = 500,
     result.expired = expiry.due_summary(now=now)
     after = 0
     while True:
-        rows = _candidates(clock, after, 5000, free_credits, period)
+        rows = _candidates(clock, after, 5000, free_credits)
         if not rows:
             break
         after = rows[-1].id
+        done = _granted(db.session, period, [r.id for r in rows])
         for r in rows:
-            if r.done:
+            if r.id in done:
                 continue
             credits = int(r.credits or 0) if r.segment in GRANTING else 0
             seg = result.segments[r.segment]

@@ -100,7 +100,9 @@ def lock_accounts(s: Session, customer_ids: Iterable[int]) -> dict[int, dict]:
     q = (select(ACCOUNTS.c.id, ACCOUNTS.c.customer_id, ACCOUNTS.c.balance, ACCOUNTS.c.version,
                 *crossings.columns(ACCOUNTS.c.customer_id))
          .join(Customer.__table__, Customer.id == ACCOUNTS.c.customer_id)
-         .where(among(s, ACCOUNTS.c.customer_id, ids), Customer.deleted_at.is_(None))
+         # the ids on both sides: customers are then read by primary key, not scanned whole
+         .where(among(s, ACCOUNTS.c.customer_id, ids), among(s, Customer.id, ids),
+                Customer.deleted_at.is_(None))
          .order_by(ACCOUNTS.c.id).with_for_update(of=ACCOUNTS))
     return {r.customer_id: {"id": r.id, "customer_id": r.customer_id, "balance": r.balance,
                             "version": r.version, "watch": crossings.watch_of(*r[4:])}

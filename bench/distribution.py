@@ -238,7 +238,7 @@ def main() -> int:
         t0 = time.perf_counter()
         with eng.begin() as conn:
             stats = populate(conn, customers=n, seed=args.seed)
-        with eng.connect() as conn:
+        with eng.begin() as conn:  # committed: a rolled-back ANALYZE leaves no statistics
             conn.execute(text("ANALYZE"))
         eng.dispose()
         print(f"loaded {stats['customers']:,} customers, {stats['grants']:,} grants in "

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, case, func, literal, not_, or_, select
+from sqlalchemy import String, and_, case, func, literal, not_, or_, select
 
 from models import CreditGrant, Customer, LedgerEntry, Plan, db, utcnow
 from services.core import settings as app_settings
@@ -144,8 +144,8 @@ def _granted(s, period: str, customer_ids: list[int]) -> set[int]:
     keys = [prefix + str(c) for c in customer_ids]
     done = set()
     for k in range(0, len(keys), 1000):
-        done.update(s.scalars(select(LedgerEntry.idempotency_key)
-                              .where(LedgerEntry.idempotency_key.in_(keys[k:k + 1000]))))
+        done.update(s.scalars(select(LedgerEntry.idempotency_key).where(
+            bulkledger.among(s, LedgerEntry.idempotency_key, keys[k:k + 1000], String))))
     return {int(key[len(prefix):]) for key in done}
 
 

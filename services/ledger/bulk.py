@@ -8,11 +8,13 @@ which the balance-chain check of services.ledger.reconcile relies on.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import DateTime, bindparam, func, insert, select, text, update
+from sqlalchemy import BigInteger, DateTime, any_, bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, OutboxEvent
@@ -22,8 +24,18 @@ from services.events.signing import iso as iso_utc
 from services.ledger import crossings
 from services.ledger.rules import Actor, entry_row, fingerprint
 
-GRANTS, ENTRIES, ALLOCS, ACCOUNTS = (CreditGrant.__table__, LedgerEntry.__table__,
-                                     Allocation.__table__, Account.__table__)
+GRANTS, ENTRIES, ALLOCS, ACCOUNTS, EVENTS = (CreditGrant.__table__, LedgerEntry.__table__,
+                                             Allocation.__table__, Account.__table__,
+                                             OutboxEvent.__table__)
+
+
+def among(s: Session, column, values, item_type=BigInteger):
+    """column IN values: one array parameter on PostgreSQL (a thousand binds cost more to render
+    and for the driver to parse than the query costs to run)."""
+    values = list(values)
+    if s.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(item_type)))
+    return column.in_(values)
 
 
 def reserve_ids(s: Session, table, n: int) -> list[int]:
@@ -88,16 +100,44 @@ def lock_accounts(s: Session, customer_ids: Iterable[int]) -> dict[int, dict]:
     q = (select(ACCOUNTS.c.id, ACCOUNTS.c.customer_id, ACCOUNTS.c.balance, ACCOUNTS.c.version,
                 *crossings.columns(ACCOUNTS.c.customer_id))
          .join(Customer.__table__, Customer.id == ACCOUNTS.c.customer_id)
-         .where(ACCOUNTS.c.customer_id.in_(ids), Customer.deleted_at.is_(None))
+         # the ids on both sides: customers are then read by primary key, not scanned whole
+         .where(among(s, ACCOUNTS.c.customer_id, ids), among(s, Customer.id, ids),
+                Customer.deleted_at.is_(None))
          .order_by(ACCOUNTS.c.id).with_for_update(of=ACCOUNTS))
     return {r.customer_id: {"id": r.id, "customer_id": r.customer_id, "balance": r.balance,
                             "version": r.version, "watch": crossings.watch_of(*r[4:])}
             for r in s.execute(q)}
 
 
+def _event_row(type_: str, data: dict, *, customer_id: int, external_id: str | None,
+               at: datetime) -> dict:
+    """The outbox row services.events.outbox.emit writes, as a plain row for _insert_many."""
+    payload = dict(data)
+    if external_id is not None:
+        payload.setdefault("external_id", external_id)
+    return dict(event_id=outbox.new_event_id(), type=type_, customer_id=customer_id,
+                data=json.dumps(payload), created_at=at, dispatched_at=None)
+
+
 def check_crossings(s: Session, entries: list[dict], accounts: dict[int, dict], *,
                     at: datetime) -> None:
-    """The crossing rule for every written entry that lowered a balance, in posting order."""
+    """The crossing rule for every written entry that lowered a balance, in posting order.
+
+    Without debits (expiries: no auto top-up can trigger) the notices are written set-based,
+    one COPY, rows as services.ledger.crossings.check would emit them one by one."""
+    if not any(e["type"] == "debit" for e in entries):
+        rows = []
+        for e in entries:
+            if e["amount"] < 0:
+                acct = accounts.get(e["customer_id"])
+                watch = (acct.get("watch") if acct else None) or crossings.watch_for(
+                    s, e["customer_id"])
+                for type_, data in crossings.notices(watch, before=e["balance_before"],
+                                                     after=e["balance_after"]):
+                    rows.append(_event_row(type_, data, customer_id=e["customer_id"],
+                                           external_id=watch.external_id, at=at))
+        _insert_many(s, EVENTS, rows)
+        return
     for e in entries:
         if e["amount"] < 0:
             acct = accounts.get(e["customer_id"])
@@ -148,18 +188,21 @@ class Batch:
         self.expired.append(grant_id)
 
     def _grant_events(self, s: Session) -> None:
-        """grant.created of every new bucket, set-based like the buckets (one executemany)."""
+        """grant.created of every new bucket, set-based like the buckets (one COPY); the
+        external id is the one the account lock read (its `watch`)."""
         if not self.grants:
             return
-        ids = sorted({g["customer_id"] for g in self.grants})
-        external = dict(s.execute(select(Customer.id, Customer.external_id)
-                                  .where(Customer.id.in_(ids))).all())
-        s.execute(insert(OutboxEvent.__table__), [
+        external = {cid: a["watch"].external_id for cid, a in self.accounts.items()
+                    if a.get("watch") is not None}
+        if missing := sorted({g["customer_id"] for g in self.grants} - set(external)):
+            external.update(s.execute(select(Customer.id, Customer.external_id)
+                                      .where(among(s, Customer.id, missing))).all())
+        _insert_many(s, EVENTS, [
             dict(event_id=outbox.new_event_id(), type="grant.created",
                  customer_id=g["customer_id"], created_at=self.now, dispatched_at=None,
-                 data={"grant_id": g["id"], "credits": g["amount"], "source": g["source"],
-                       "expires_at": iso_utc(g["expires_at"]),
-                       "external_id": external.get(g["customer_id"])})
+                 data=json.dumps({"grant_id": g["id"], "credits": g["amount"],
+                                  "source": g["source"], "expires_at": iso_utc(g["expires_at"]),
+                                  "external_id": external.get(g["customer_id"])}))
             for g in self.grants])
 
     def flush(self, s: Session) -> None:
@@ -179,7 +222,7 @@ class Batch:
         _insert_many(s, ALLOCS, self.allocs)
         self._grant_events(s)
         if self.expired:
-            s.execute(update(GRANTS).where(GRANTS.c.id.in_(self.expired))
+            s.execute(update(GRANTS).where(among(s, GRANTS.c.id, self.expired))
                       .values(remaining=0, expired_at=self.now))
         touched = [a for a in self.accounts.values() if a.pop("touched", False)]
         if touched:

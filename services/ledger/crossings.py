@@ -126,22 +126,29 @@ def check(s: Session, *, customer_id: int, watch: Watch | None, before: int, aft
         return
     if watch is None:
         watch = watch_for(s, customer_id)
-    threshold = low_threshold(watch.threshold)
-    low = threshold > 0 and crossed(before, after, threshold)
-    empty = depleted(before, after)
+    events = notices(watch, before=before, after=after)
     topup = (entry_type == "debit" and watch.topup_threshold is not None
              and crossed(before, after, watch.topup_threshold))
-    if not (low or empty or topup):
-        return
-    data = {"balance": after, "threshold": threshold}
-    if low:
-        outbox.emit("credits.low_balance", data, customer_id=customer_id,
-                    external_id=watch.external_id, session=s, at=at)
-    if empty:
-        outbox.emit("credits.depleted", data, customer_id=customer_id,
-                    external_id=watch.external_id, session=s, at=at)
+    for type_, data in events:
+        outbox.emit(type_, data, customer_id=customer_id, external_id=watch.external_id,
+                    session=s, at=at)
     if topup:
         _trigger_topup(s, customer_id=customer_id, after=after, entry_id=entry_id(), at=at)
+
+
+def notices(watch: Watch, *, before: int, after: int) -> list[tuple[str, dict]]:
+    """The notices (event type, data) a movement from `before` to `after` crosses into, in the
+    order they are emitted; the set-based writer (services.ledger.bulk) writes the same rows."""
+    if after >= before:
+        return []
+    threshold = low_threshold(watch.threshold)
+    data = {"balance": after, "threshold": threshold}
+    out = []
+    if threshold > 0 and crossed(before, after, threshold):
+        out.append(("credits.low_balance", data))
+    if depleted(before, after):
+        out.append(("credits.depleted", data))
+    return out
 
 
 def month_start(at: datetime) -> datetime:
@@ -171,4 +178,4 @@ def _trigger_topup(s: Session, *, customer_id: int, after: int, entry_id: int,
 
 __all__ = ["ALLOWANCE_ATTEMPTS", "month_start", "Watch", "crossed", "depleted", "check", "columns",
            "PG_COLUMNS", "watch_of", "watch_for", "remember", "remembered", "effective_threshold",
-           "low_threshold"]
+           "low_threshold", "notices"]

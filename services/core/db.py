@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 import psycopg
-from sqlalchemy import event
+from sqlalchemy import BigInteger, any_, bindparam, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -111,3 +112,12 @@ def run(pg, sql: str, params: dict, row_factory=None):
         return cur.execute(sql, params)
     except psycopg.errors.IntegrityError as err:
         raise IntegrityError(sql, params, err) from err
+
+
+def among(s: Session, column, values, item_type=BigInteger):
+    """column IN values: one array parameter on PostgreSQL (a thousand binds cost more to render
+    and for the driver to parse than the query costs to run)."""
+    values = list(values)
+    if s.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(item_type)))
+    return column.in_(values)

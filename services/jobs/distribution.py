@@ -34,7 +34,7 @@ from sqlalchemy import String, and_, case, func, literal, not_, or_, select
 
 from models import CreditGrant, Customer, LedgerEntry, Plan, db, utcnow
 from services.core import settings as app_settings
-from services.core.db import atomic
+from services.core.db import among, atomic
 from services.core.errors import ValidationFailed
 from services.jobs import attempts
 from services.jobs import runs as jobruns
@@ -145,7 +145,7 @@ def _granted(s, period: str, customer_ids: list[int]) -> set[int]:
     done = set()
     for k in range(0, len(keys), 1000):
         done.update(s.scalars(select(LedgerEntry.idempotency_key).where(
-            bulkledger.among(s, LedgerEntry.idempotency_key, keys[k:k + 1000], String))))
+            among(s, LedgerEntry.idempotency_key, keys[k:k + 1000], String))))
     return {int(key[len(prefix):]) for key in done}
 
 

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, DateTime, String, any_, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import BigInteger, DateTime, String, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from models import Account, Allocation, CreditGrant, Customer, FeaturePrice, LedgerEntry, db, utcnow
 from services.core import context
-from services.core.db import atomic, in_atomic
+from services.core.db import among, atomic, in_atomic
 from services.core.errors import (
     CustomerNotFound,
     IdempotencyConflict,
@@ -83,14 +82,6 @@ def _prices(features: set[str]) -> dict[str, int]:
         FeaturePrice.feature.in_(features), FeaturePrice.archived_at.is_(None))).all()
     return {f: int(c) for f, c in rows}
 
-
-def among(s, column, values, item_type):
-    """column IN values: one array parameter on PostgreSQL (a thousand binds cost more to render
-    and plan than the query costs to run)."""
-    values = list(values)
-    if s.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(item_type)))
-    return column.in_(values)
 
 
 def _lock(s, external_ids: set[str]) -> tuple[dict[str, int], dict[int, dict]]:
@@ -306,4 +297,4 @@ def _check(account: dict, credits: int) -> None:
                                   details={"balance": account["balance"], "required": credits})
 
 
-__all__ = ["Item", "among", "debit_many", "ledger_key", "request_hash", "MAX_ITEMS", "KEY_PREFIX"]
+__all__ = ["Item", "debit_many", "ledger_key", "request_hash", "MAX_ITEMS", "KEY_PREFIX"]

@@ -13,12 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, any_, bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import DateTime, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, OutboxEvent
-from services.core.db import is_sqlite
+from services.core.db import among, is_sqlite
 from services.events import outbox
 from services.events.signing import iso as iso_utc
 from services.ledger import crossings
@@ -28,14 +27,6 @@ GRANTS, ENTRIES, ALLOCS, ACCOUNTS, EVENTS = (CreditGrant.__table__, LedgerEntry.
                                              Allocation.__table__, Account.__table__,
                                              OutboxEvent.__table__)
 
-
-def among(s: Session, column, values, item_type=BigInteger):
-    """column IN values: one array parameter on PostgreSQL (a thousand binds cost more to render
-    and for the driver to parse than the query costs to run)."""
-    values = list(values)
-    if s.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(item_type)))
-    return column.in_(values)
 
 
 def reserve_ids(s: Session, table, n: int) -> list[int]:

@@ -11,9 +11,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Account, AuditLog, Customer, Payment, Plan, Refund, Task, db, utcnow
 from services.core import audit, params
-from services.core.db import atomic
+from services.core.db import among, atomic
 from services.core.errors import CustomerNotFound, ServiceError, ValidationFailed
-from services.ledger.batch import among
 
 
 def get(customer_id: int) -> Customer:

@@ -16,7 +16,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from models import CreditGrant, db, utcnow
-from services.core.db import atomic
+from services.core.db import among, atomic
 from services.ledger import bulk as bulkledger
 from services.ledger.rules import Actor, expired_clause
 
@@ -64,7 +64,7 @@ def expire_chunk(customer_ids: list[int], *, now: datetime, actor: Actor,
         # customer: that plan read every due grant of the table for each chunk)
         due = s.execute(
             select(CreditGrant.id, CreditGrant.customer_id, CreditGrant.remaining)
-            .where(bulkledger.among(s, CreditGrant.account_id,
+            .where(among(s, CreditGrant.account_id,
                                     [a["id"] for a in accounts.values()]), expired_clause(now))
             .order_by(CreditGrant.account_id, CreditGrant.id)).all()
         batch = bulkledger.Batch(now=now, actor=actor, job_run_id=job_run_id, accounts=accounts)

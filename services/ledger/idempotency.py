@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import IdempotencyRecord, db, utcnow
-from services.core.db import atomic, driver, run
+from services.core.db import atomic, defer, driver, run
 from services.core.errors import IdempotencyConflict, IdempotencyInUse
 
 TTL = timedelta(hours=24)
@@ -146,10 +146,11 @@ def claim_in(s: Session, *, scope: str, key: str, request_hash: str, ttl: timede
 
 
 def complete_in(s: Session, *, record_id: int, status: int, body: dict) -> None:
-    """complete() inside the caller's transaction."""
-    pg = driver(s)
-    if pg is not None:
-        run(pg, _PG_COMPLETE, {"p_id": record_id, "p_status": status, "p_body": json.dumps(body)})
+    """complete() inside the caller's transaction; on PostgreSQL sent with its COMMIT."""
+    if s.get_bind().dialect.name == "postgresql":
+        params = {"p_id": record_id, "p_status": status, "p_body": json.dumps(body)}
+        if not defer(s, _PG_COMPLETE, params):
+            run(driver(s), _PG_COMPLETE, params)
     else:
         s.execute(_COMPLETE, {"p_id": record_id, "p_status": status, "p_body": body})
 

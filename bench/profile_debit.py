@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     ap.add_argument("--hot", action="store_true")
     ap.add_argument("--sql", action="store_true", help="count the statements of one debit")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--plain", action="store_true", help="no profiler: wall and CPU ms per debit")
     args = ap.parse_args(argv)
     with common.database("profile") as url:
         customers = common.load_customers(url, customers=args.customers, credits=10**12 // 2)
@@ -84,6 +85,14 @@ def main(argv=None) -> int:
             print(f"{len(seen)} statements through psycopg's cursors:")
             for q in seen:
                 print("  ", q)
+        if args.plain:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(args.n):
+                one(10**7 + i)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            print(f"{args.n} debits: {wall / args.n * 1000:.2f} ms wall, "
+                  f"{cpu / args.n * 1000:.2f} ms CPU (this process) each")
+            return 0
         prof = cProfile.Profile()
         t0 = time.perf_counter()
         prof.enable()

@@ -159,7 +159,8 @@ _CASTS = {"account_id": "bigint", "customer_id": "bigint", "amount": "bigint",
 _PG_WRITE = f"""
 WITH e AS (
   INSERT INTO ledger_entries (id, {", ".join(_ENTRY_COLS)}, metadata)
-  VALUES (%(id)s::bigint, {", ".join(f"%({c})s::{_CASTS.get(c, 'text')}" for c in _ENTRY_COLS)}, %(metadata)s::json)
+  VALUES (%(id)s::bigint, {", ".join(f"%({c})s::{_CASTS.get(c, 'text')}" for c in _ENTRY_COLS)},
+          %(metadata)s::json)
   RETURNING id),
 v AS (SELECT * FROM unnest(%(gids)s::bigint[], %(takes)s::bigint[]) WITH ORDINALITY AS v (gid, take, n)),
 g AS (UPDATE credit_grants SET remaining = credit_grants.remaining - v.take

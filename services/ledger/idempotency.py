@@ -124,7 +124,9 @@ def claim_in(s: Session, *, scope: str, key: str, request_hash: str, ttl: timede
               "p_expires": now + ttl}
     pg = driver(s)
     if pg is not None:  # straight through the driver: this runs on every money-moving call
-        row = run(pg, _PG_CLAIM, params).fetchone()
+        with pg.pipeline():  # the transaction's BEGIN, when it is the first statement, goes with it
+            cur = run(pg, _PG_CLAIM, params)
+        row = cur.fetchone()
         rid = row[0] if row else None
     else:
         rid = s.execute(_CLAIM, params).scalar()

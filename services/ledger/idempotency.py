@@ -147,10 +147,11 @@ def claim_in(s: Session, *, scope: str, key: str, request_hash: str, ttl: timede
     return _answer(rec, request_hash)
 
 
-def complete_in(s: Session, *, record_id: int, status: int, body: dict) -> None:
-    """complete() inside the caller's transaction; on PostgreSQL sent with its COMMIT."""
+def complete_in(s: Session, *, record_id: int, status: int, body: dict, raw: str | None = None) -> None:
+    """complete() inside the caller's transaction; on PostgreSQL sent with its COMMIT.
+    `raw`: `body` as JSON text already (the reply as sent), stored as it is."""
     if s.get_bind().dialect.name == "postgresql":
-        params = {"p_id": record_id, "p_status": status, "p_body": json.dumps(body)}
+        params = {"p_id": record_id, "p_status": status, "p_body": raw or json.dumps(body)}
         if not defer(s, _PG_COMPLETE, params):
             run(driver(s), _PG_COMPLETE, params)
     else:

@@ -121,6 +121,9 @@ def from_env() -> dict:
         # keys are not throttled unless they carry their own limit; this is a default for the others
         "API_KEY_RATE_LIMIT": os.environ.get("API_KEY_RATE_LIMIT", ""),
         "API_IP_RATE_LIMIT": os.environ.get("API_IP_RATE_LIMIT", "120 per minute"),
+        # A verified API key is kept this many seconds per process (0: read on every call); a
+        # revoked key stops everywhere within it (docs/security.md).
+        "API_KEY_CACHE_SECONDS": float(os.environ.get("API_KEY_CACHE_SECONDS", "5")),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),
         "SESSION_COOKIE_HTTPONLY": True,

@@ -18,6 +18,7 @@ import models  # noqa: F401  (registers every table on the metadata)
 from dashboard import create_app
 from models import db
 from services.core import settings as app_settings
+from services.staff import accounts as staff_keys
 from tests.factories import Factory
 from tests.helpers import ApiClient, StaffClient
 from tests.live import LiveServer, ai_env
@@ -171,6 +172,7 @@ def app(db_url):
         else:
             _truncate_pg()
         app_settings.clear_cache()
+        staff_keys.forget_api_key()  # the per-process API key cache: nothing from another test
         yield app
         db.session.remove()
         db.engine.dispose()
@@ -183,6 +185,7 @@ def pg_app(pg_url):
     with app.app_context():
         _truncate_pg()
         app_settings.clear_cache()
+        staff_keys.forget_api_key()  # the per-process API key cache: nothing from another test
         yield app
         db.session.remove()
         db.engine.dispose()
@@ -194,6 +197,7 @@ def sqlite_app(tmp_path):
     with app.app_context():
         db.create_all()
         app_settings.clear_cache()
+        staff_keys.forget_api_key()  # the per-process API key cache: nothing from another test
         yield app
         db.session.remove()
         db.engine.dispose()

@@ -54,6 +54,7 @@ def _touch(key: staff_service.LiveKey) -> None:
                 ApiKey.id == key.id,
                 or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_EVERY),
             ).values(last_used_at=now).execution_options(synchronize_session=False))
+        staff_service.note_api_key_used(key.id, now)
     except Exception:  # noqa: BLE001 - bookkeeping only
         log.warning("api.key.touch_failed", exc_info=True, extra={"api_key_id": key.id})
 

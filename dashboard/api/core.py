@@ -27,6 +27,7 @@ def _dump(payload: dict) -> str:
 
 def respond(payload: dict, status: int, headers: dict | None = None):
     resp = current_app.response_class(_dump(payload), status=status, mimetype="application/json")
+    resp.payload = payload  # what was sent, for the reply store (no second parse of the body)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp

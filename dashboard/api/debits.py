@@ -46,7 +46,8 @@ def debit(external_id: str):
     key = scoped(g.get("idempotency_key"))
     entry = ledger.debit(external_id=external_id, credits=credits, feature=body.feature,
                          quantity=body.quantity, reference=body.reference, meta=body.metadata,
-                         key=batch.ledger_key(key) if key else None, actor=g.actor)
+                         key=batch.ledger_key(key) if key else None, actor=g.actor,
+                         write_at_commit=True)
     return ok({"entry_id": entry.id, "credits": -entry.amount, "balance": entry.balance_after}, 201)
 
 

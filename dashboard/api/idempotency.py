@@ -48,6 +48,12 @@ def _canonical_body():
         return {"raw": request.get_data(cache=True).decode("latin-1")}
 
 
+def _payload(resp):
+    """The JSON of a reply: what respond() sent (kept on the response), else the body parsed."""
+    payload = getattr(resp, "payload", None)
+    return payload if payload is not None else resp.get_json(silent=True)
+
+
 def _storable(resp) -> bool:
     if resp.status_code < 300:
         return True
@@ -132,10 +138,11 @@ def _in_one_transaction(fn, args, kwargs, scope: str, key: str):
                 if claim.replay:
                     return respond(claim.body, claim.status, {"Idempotent-Replayed": "true"})
                 resp = make_response(fn(*args, **kwargs))
-                body = resp.get_json(silent=True)
+                body = _payload(resp)
                 if not (isinstance(body, dict) and _storable(resp)):
                     raise _Discard(resp)
-                store.complete_in(s, record_id=claim.record_id, status=resp.status_code, body=body)
+                store.complete_in(s, record_id=claim.record_id, status=resp.status_code, body=body,
+                                  raw=resp.get_data(as_text=True) if hasattr(resp, "payload") else None)
                 return resp
         except _Discard as d:
             return d.resp

@@ -72,6 +72,13 @@ def _exempt() -> bool:
     return cron.valid_credentials()
 
 
+def _unthrottled_key() -> bool:
+    if not _is_api():
+        return False
+    key = current_api_key()
+    return key is not None and not _key_limit(key)
+
+
 def _limit_value() -> str:
     key = current_api_key()
     if key is not None:
@@ -212,6 +219,9 @@ def init_app(app: Flask) -> Limiter:
                       application_limits_exempt_when=_exempt, headers_enabled=False,
                       key_prefix=prefix, swallow_errors=True)
     limiter.init_app(app)
+    # The everyday call (a valid key without its own limit) is exempt from every limit Flask-Limiter
+    # holds (the per-key limit is its only API limit): say so before it resolves them.
+    limiter.request_filter(_unthrottled_key)
     for name in ("API_CUSTOMER_RATE_LIMIT", "API_KEY_RATE_LIMIT", "API_IP_RATE_LIMIT"):
         raw = (cfg.get(name) or "").strip()
         if raw.lower() not in OFF:

@@ -1,5 +1,8 @@
 """The everyday debit in three statements: the hot path of the API (`ledger.debit` tries it first).
 
+On PostgreSQL it takes two round trips while it holds the account's row lock: 1 and 2 go
+together (pipeline mode), and 3 goes with the COMMIT when the caller asks (`write_at_commit`).
+
 1. one conditional UPDATE takes the account's row lock and the credits, RETURNING the new
    balance (and, on PostgreSQL, what services.ledger.crossings needs for the balance notices);
    it matches nothing for an unknown or deleted customer, a short balance or a used
@@ -25,7 +28,7 @@ from sqlalchemy.orm.util import identity_key
 
 from models import Account, Allocation, CreditGrant, Customer, LedgerEntry, utcnow
 from services.core import context
-from services.core.db import driver, run
+from services.core.db import defer, driver, run
 from services.ledger import crossings
 from services.ledger.rules import Actor, expiry_rules, is_expired, plan_draw
 
@@ -34,8 +37,12 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
                customer_id: int | None = None, external_id: str | None = None,
                feature: str | None = None, quantity: int | None = None,
                reference: str | None = None, reason: str | None = None,
-               task_id: int | None = None, meta: dict | None = None) -> LedgerEntry | None:
-    """The debit as one entry, or None having changed nothing: the general path decides."""
+               task_id: int | None = None, meta: dict | None = None,
+               write_at_commit: bool = False) -> LedgerEntry | None:
+    """The debit as one entry, or None having changed nothing: the general path decides.
+
+    write_at_commit (PostgreSQL): the entry is written with the transaction's COMMIT, in the same
+    round trip (services.core.db.defer); its id is known already (drawn under the lock)."""
     if customer_id is None and external_id is None:
         return None
     s.flush()  # pending ORM changes go first, as they would before any query
@@ -45,15 +52,21 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
               "now": now}
     pg = driver(s)
     if pg is not None:
-        row = run(pg, _PG_TAKE[(by_ext, bool(key))], params).fetchone()
+        # The take and the bucket read in one round trip (pipeline): the read is the next
+        # statement, so its snapshot is taken once the take holds the row lock.
+        with pg.pipeline():
+            take = run(pg, _PG_TAKE[(by_ext, bool(key))], params)
+            read = run(pg, _PG_GRANTS_OF[by_ext], params, namedtuple_row)
+        row = take.fetchone()
+        if row is None:
+            return None
+        aid, cid, after, version, entry_id = row[:5]
+        grants = read.fetchall()
     else:
         row = s.execute(_TAKE[(by_ext, bool(key))], params).first()
-    if row is None:
-        return None
-    aid, cid, after, version = row[:4]
-    if pg is not None:
-        grants = run(pg, _PG_GRANTS, {"aid": aid}, namedtuple_row).fetchall()
-    else:
+        if row is None:
+            return None
+        aid, cid, after, version = row[:4]
         grants = s.execute(_GRANTS, {"aid": aid}).all()
     grace, paid_never = expiry_rules()
     plan = plan_draw(grants, credits)
@@ -71,9 +84,10 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
                   request_id=context.request_id(), grant_id=None, related_entry_id=None,
                   payment_id=None, task_id=task_id, job_run_id=None, created_at=now)
     if pg is not None:
-        entry_id = run(pg, _PG_WRITE, {
-            **values, "metadata": None if meta is None else json.dumps(meta),
-            "gids": [g.id for g, _ in plan], "takes": [t for _, t in plan]}).fetchone()[0]
+        write = {**values, "id": entry_id, "metadata": None if meta is None else json.dumps(meta),
+                 "gids": [g.id for g, _ in plan], "takes": [t for _, t in plan]}
+        if not (write_at_commit and defer(s, _PG_WRITE, write)):
+            run(pg, _PG_WRITE, write)
     else:
         entry_id = _write_sqlite(s, values if meta is None else {**values, "metadata": meta}, plan)
     # The session may hold these rows already: it learns what SQL wrote.
@@ -85,7 +99,7 @@ def fast_debit(s: Session, *, credits: int, key: str | None, request_hash: str, 
     s.add(entry)
     # PostgreSQL: the Watch came back with the UPDATE, so a debit that crosses nothing costs no
     # statement more. SQLite's RETURNING cannot hold subqueries: one in-process SELECT reads it.
-    crossings.check(s, customer_id=cid, watch=crossings.watch_of(*row[4:]) if pg is not None else None,
+    crossings.check(s, customer_id=cid, watch=crossings.watch_of(*row[5:]) if pg is not None else None,
                     before=after + credits, after=after, entry_type="debit",
                     entry_id=lambda: entry_id, at=now)
     return entry
@@ -118,12 +132,18 @@ def _pg_take(by_external_id: bool, keyed: bool) -> str:
            "AND deleted_at IS NULL) AND balance >= %(credits)s::bigint")
     if keyed:
         sql += " AND NOT EXISTS (SELECT 1 FROM ledger_entries WHERE idempotency_key = %(key)s)"
-    return sql + " RETURNING id, customer_id, balance, version, " + crossings.PG_COLUMNS
+    # The entry's id is drawn under the lock, as the INSERT would draw it: ids follow the lock order.
+    return (sql + " RETURNING id, customer_id, balance, version, "
+            "nextval(pg_get_serial_sequence('ledger_entries', 'id')), " + crossings.PG_COLUMNS)
 
 
 _PG_TAKE = {(by_ext, keyed): _pg_take(by_ext, keyed) for by_ext in (False, True) for keyed in (False, True)}
-_PG_GRANTS = ("SELECT id, remaining, expires_at, source FROM credit_grants "
-              "WHERE account_id = %(aid)s AND remaining > 0 ORDER BY expires_at IS NULL, expires_at, id")
+# The live buckets of the customer's account (the take's account: same customer, not deleted).
+_PG_GRANTS_OF = {by_ext: (
+    "SELECT id, remaining, expires_at, source FROM credit_grants WHERE account_id = "
+    "(SELECT a.id FROM accounts a JOIN customers c ON c.id = a.customer_id "
+    f"WHERE c.{'external_id' if by_ext else 'id'} = %(who)s AND c.deleted_at IS NULL) "
+    "AND remaining > 0 ORDER BY expires_at IS NULL, expires_at, id") for by_ext in (False, True)}
 _PG_UNTAKE = ("UPDATE accounts SET balance = balance + %(credits)s::bigint, version = version - 1 "
               "WHERE id = %(aid)s")
 _ENTRY_COLS = ("account_id", "customer_id", "type", "amount", "balance_before", "balance_after",
@@ -138,8 +158,9 @@ _CASTS = {"account_id": "bigint", "customer_id": "bigint", "amount": "bigint",
 # draw order, so that a refund gives back the latest-drawn credits first.
 _PG_WRITE = f"""
 WITH e AS (
-  INSERT INTO ledger_entries ({", ".join(_ENTRY_COLS)}, metadata)
-  VALUES ({", ".join(f"%({c})s::{_CASTS.get(c, 'text')}" for c in _ENTRY_COLS)}, %(metadata)s::json)
+  INSERT INTO ledger_entries (id, {", ".join(_ENTRY_COLS)}, metadata)
+  VALUES (%(id)s::bigint, {", ".join(f"%({c})s::{_CASTS.get(c, 'text')}" for c in _ENTRY_COLS)},
+          %(metadata)s::json)
   RETURNING id),
 v AS (SELECT * FROM unnest(%(gids)s::bigint[], %(takes)s::bigint[]) WITH ORDINALITY AS v (gid, take, n)),
 g AS (UPDATE credit_grants SET remaining = credit_grants.remaining - v.take

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import IdempotencyRecord, db, utcnow
-from services.core.db import atomic, driver, run
+from services.core.db import atomic, defer, driver, run
 from services.core.errors import IdempotencyConflict, IdempotencyInUse
 
 TTL = timedelta(hours=24)
@@ -124,7 +124,9 @@ def claim_in(s: Session, *, scope: str, key: str, request_hash: str, ttl: timede
               "p_expires": now + ttl}
     pg = driver(s)
     if pg is not None:  # straight through the driver: this runs on every money-moving call
-        row = run(pg, _PG_CLAIM, params).fetchone()
+        with pg.pipeline():  # the transaction's BEGIN, when it is the first statement, goes with it
+            cur = run(pg, _PG_CLAIM, params)
+        row = cur.fetchone()
         rid = row[0] if row else None
     else:
         rid = s.execute(_CLAIM, params).scalar()
@@ -145,11 +147,13 @@ def claim_in(s: Session, *, scope: str, key: str, request_hash: str, ttl: timede
     return _answer(rec, request_hash)
 
 
-def complete_in(s: Session, *, record_id: int, status: int, body: dict) -> None:
-    """complete() inside the caller's transaction."""
-    pg = driver(s)
-    if pg is not None:
-        run(pg, _PG_COMPLETE, {"p_id": record_id, "p_status": status, "p_body": json.dumps(body)})
+def complete_in(s: Session, *, record_id: int, status: int, body: dict, raw: str | None = None) -> None:
+    """complete() inside the caller's transaction; on PostgreSQL sent with its COMMIT.
+    `raw`: `body` as JSON text already (the reply as sent), stored as it is."""
+    if s.get_bind().dialect.name == "postgresql":
+        params = {"p_id": record_id, "p_status": status, "p_body": raw or json.dumps(body)}
+        if not defer(s, _PG_COMPLETE, params):
+            run(driver(s), _PG_COMPLETE, params)
     else:
         s.execute(_COMPLETE, {"p_id": record_id, "p_status": status, "p_body": body})
 

@@ -347,8 +347,13 @@ def grant(*, customer_id: int, credits: int, source: str, actor: Actor = SYSTEM,
 def debit(*, credits: int, feature: str | None, customer_id: int | None = None,
           external_id: str | None = None, key: str | None = None, actor: Actor = SYSTEM,
           quantity: int | None = None, reference: str | None = None, reason: str | None = None,
-          task_id: int | None = None, meta: dict | None = None) -> LedgerEntry:
-    """Spend credits, soonest-expiring buckets first. InsufficientCredits leaves nothing behind."""
+          task_id: int | None = None, meta: dict | None = None,
+          write_at_commit: bool = False) -> LedgerEntry:
+    """Spend credits, soonest-expiring buckets first. InsufficientCredits leaves nothing behind.
+
+    write_at_commit: the hot path's entry is written with the COMMIT (services.ledger.hotpath),
+    for a caller whose transaction ends soon after (the API debit): an error writing it then
+    surfaces from the commit."""
     positive(credits)
     who = customer_id if customer_id is not None else external_id
     h = fingerprint("debit", customer=who, credits=credits, feature=feature, quantity=quantity,
@@ -363,7 +368,8 @@ def debit(*, credits: int, feature: str | None, customer_id: int | None = None,
     def fast(s):
         return fast_debit(s, customer_id=customer_id, external_id=external_id, credits=credits,
                           key=key, request_hash=h, actor=actor, feature=feature, quantity=quantity,
-                          reference=reference, reason=reason, task_id=task_id, meta=meta)
+                          reference=reference, reason=reason, task_id=task_id, meta=meta,
+                          write_at_commit=write_at_commit)
 
     return _idempotent(key, h, body, fast)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -141,6 +142,7 @@ def set_api_key_rate_limit(*, key_id: int, rate_limit: str | None, by=None,
                          target_id=key.id, before={"rate_limit": key.rate_limit},
                          after={"rate_limit": value}, ip=ip)
             key.rate_limit = value
+        forget_api_key(key.id)
         return key
 
 
@@ -167,21 +169,65 @@ _PG_LIVE_KEY = ("SELECT id, key_hash, scopes, last_used_at, rate_limit FROM api_
                 "WHERE prefix = %(prefix)s AND revoked_at IS NULL")
 
 
+# Every API call needs its key: a verified key is kept in this process for API_KEY_CACHE_SECONDS
+# (5 by default), keyed by the key's SHA-256. Revoking it (or changing its rate limit) drops it
+# here at once; in the other processes it stops within that many seconds (docs/security.md).
+# Unknown or revoked keys are never cached: a new key works on its first call everywhere.
+_KEYS: dict[tuple[str, str], tuple[float, LiveKey]] = {}
+_KEYS_MAX = 1024
+
+
+def _cache_seconds() -> float:
+    return float(current_app.config.get("API_KEY_CACHE_SECONDS", 5))
+
+
+def _cache_scope() -> str:
+    return str(db.engine.url)  # one cache per database (tests run many side by side)
+
+
+def forget_api_key(key_id: int | None = None) -> None:
+    """Drop a key (every key with None) from this process's cache."""
+    for k, (_, live) in list(_KEYS.items()):
+        if key_id is None or live.id == key_id:
+            _KEYS.pop(k, None)
+
+
+def note_api_key_used(key_id: int, at) -> None:
+    """The cached key learns the last_used_at just recorded (no second touch within a minute)."""
+    for k, (until, live) in list(_KEYS.items()):
+        if live.id == key_id:
+            _KEYS[k] = (until, replace(live, last_used_at=at))
+
+
 def live_api_key(plain: str) -> LiveKey | None:
     """The live key matching this secret, or None: looked up by prefix, compared in constant time.
-    Runs on every API call, so it reads one plain row (no ORM object)."""
+    Runs on every API call, so it reads one plain row (no ORM object), at most once per
+    API_KEY_CACHE_SECONDS per process."""
     if not plain or not plain.startswith(KEY_PREFIX) or plain.count("_") < 2:
         return None
+    digest = _digest(plain)
+    ttl = _cache_seconds()
+    ck = (_cache_scope(), digest)
+    if ttl > 0:
+        hit = _KEYS.get(ck)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
     prefix = plain[len(KEY_PREFIX):].split("_", 1)[0]
     pg = driver(db.session())
-    if pg is not None:  # every API call: straight through the driver, prepared by psycopg
+    if pg is not None:  # straight through the driver, prepared by psycopg
         row = run(pg, _PG_LIVE_KEY, {"prefix": prefix}, namedtuple_row).fetchone()
     else:
         row = db.session.execute(_LIVE_KEY, {"prefix": prefix}).first()
-    if row is None or not hmac.compare_digest(row.key_hash, _digest(plain)):
+    if row is None or not hmac.compare_digest(row.key_hash, digest):
+        _KEYS.pop(ck, None)
         return None
-    return LiveKey(id=row.id, scopes=row.scopes, last_used_at=row.last_used_at,
+    live = LiveKey(id=row.id, scopes=row.scopes, last_used_at=row.last_used_at,
                    rate_limit=row.rate_limit)
+    if ttl > 0:
+        if len(_KEYS) >= _KEYS_MAX:
+            _KEYS.clear()
+        _KEYS[ck] = (time.monotonic() + ttl, live)
+    return live
 
 
 def revoke_api_key(*, key_id: int, by=None, ip: str | None = None) -> ApiKey:
@@ -189,6 +235,7 @@ def revoke_api_key(*, key_id: int, by=None, ip: str | None = None) -> ApiKey:
         key = s.get(ApiKey, key_id)
         if key is None:
             raise NotFound(f"No API key {key_id}.")
+        forget_api_key(key.id)
         if key.revoked_at is None:
             key.revoked_at = utcnow()
             audit.record(action="apikey.revoke", staff=by, target_type="api_key",

@@ -1,4 +1,5 @@
 """All models, imported in one place so that metadata and Alembic see every table."""
+from models import functions  # noqa: F401 - the database functions are created with the tables
 from models.analytics import LedgerDaily, LedgerRollupState
 from models.autotopup import AutoTopup, AutoTopupAttempt
 from models.base import db, utcnow

@@ -25,6 +25,7 @@ from dashboard.api.core import from_error, json_body, respond
 from services.core.db import atomic
 from services.core.errors import ServiceError, ValidationFailed
 from services.ledger import idempotency as store
+from services.ledger.sqldebit import Reply
 
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,128}$")  # printable ASCII, no spaces
@@ -160,6 +161,15 @@ def _in_one_transaction(fn, args, kwargs, scope: str, key: str):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def reply_of(key: str | None, path_args: dict) -> Reply | None:
+    """The reply-store claim @idempotent would make for this call, for a service that makes it
+    in SQL itself (services/ledger/sqldebit.py); None without an Idempotency-Key."""
+    if key is None:
+        return None
+    return Reply(scope=_scope(), key=key, request_hash=store.request_hash(_canonical_body(), path_args),
+                 ttl=store.TTL)
+
+
 def key_scope() -> str:
     """What makes a client's key unique: `k<api key id>:`. Two API keys sending the same
     Idempotency-Key (or batch item key) make two requests, in the reply store and in the ledger."""
@@ -179,4 +189,4 @@ def ledger_key(prefix: str) -> str | None:
     return f"{prefix}:{key}" if key else None
 
 
-__all__ = ["idempotent", "key_scope", "ledger_key", "scoped", "key_from_header", "HEADER"]
+__all__ = ["idempotent", "key_scope", "reply_of", "ledger_key", "scoped", "key_from_header", "HEADER"]

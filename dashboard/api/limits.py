@@ -137,10 +137,14 @@ def _active() -> list[RateLimitItem]:
     return _customer_items()
 
 
+_COUNTED = "creditdesk.customer_counted"
+
+
 def check_customer(customer: str) -> None:
-    """Count one call that spends this customer's credits; RateLimited (429) over the limit."""
+    """Count one call that spends this customer's credits; RateLimited (429) over the limit.
+    Counted once per request, however many times a request's paths ask."""
     items = _active()
-    if not items:
+    if not items or request.environ.get(_COUNTED) == customer:
         return
     try:
         broken = _hit(items, customer)
@@ -152,6 +156,7 @@ def check_customer(customer: str) -> None:
         g.retry_after = err.retry_after
         log.info("api.limits.customer", extra={"customer": customer, "limit": str(broken)})
         raise err
+    request.environ[_COUNTED] = customer
 
 
 def check_batch(customers: list[str]) -> dict[int, RateLimited]:

@@ -49,10 +49,24 @@ def positive(credits, name: str = "credits") -> int:
     return credits
 
 
+def _fingerprint_text(op: str, fields: dict) -> str:
+    return json.dumps({"op": op, **fields}, sort_keys=True, default=str, separators=(",", ":"))
+
+
 def fingerprint(op: str, **fields) -> str:
     """A stable hash of what a request asked for, to tell a retry from a reuse of its key."""
-    blob = json.dumps({"op": op, **fields}, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(_fingerprint_text(op, fields).encode()).hexdigest()
+
+
+def fingerprint_around(op: str, number: str, **fields) -> tuple[str, str]:
+    """fingerprint()'s text split where the whole number `number` goes, for SQL that computes
+    the number itself: sha256(head + str(n) + tail) == fingerprint(op, number=n, **fields).
+    (The `"name":value` pair with unescaped quotes can only be the key's own.)"""
+    mark = "\x00n\x00"
+    head, found, tail = _fingerprint_text(op, {**fields, number: mark}).partition(
+        f"{json.dumps(number)}:{json.dumps(mark)}")
+    assert found
+    return head + f"{json.dumps(number)}:", tail
 
 
 def check_replay(entry: LedgerEntry, request_hash: str) -> LedgerEntry:

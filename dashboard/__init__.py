@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.routing import IntegerConverter
 
 from dashboard import (
     admin,
@@ -18,13 +19,24 @@ from dashboard import (
     views,
 )
 from jobs import scheduler
+from models.base import MAX_ROW_ID
 from services.core.db import configure_engine
+
+
+class RowId(IntegerConverter):
+    """`<int:...>` in every route: a row id, so at most PostgreSQL's bigint. A larger number
+    matches no route (404) instead of failing in the database (500)."""
+
+    def __init__(self, url_map, *args, **kwargs):
+        kwargs.setdefault("max", MAX_ROW_ID)
+        super().__init__(url_map, *args, **kwargs)
 
 
 def create_app(config_overrides: dict | None = None) -> Flask:
     """Build the app: configuration first, then a flat list of init_app calls."""
     app = Flask(__name__, template_folder="../templates", static_folder="../static",
                 instance_path=str(config.INSTANCE))
+    app.url_map.converters["int"] = RowId  # before any route is added
     app.config.from_mapping(config.from_env())
     if config_overrides:
         app.config.update(config_overrides)

@@ -28,6 +28,7 @@ db = SQLAlchemy(model_class=Base)
 
 # 64-bit ids on PostgreSQL; SQLite only autoincrements INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer, "sqlite")
+MAX_ROW_ID = 2**63 - 1  # the largest id a bigint column holds
 # Credits and minor units are integers; 64-bit so that no sum overflows.
 Credits = BigInteger
 Json = JSON

@@ -23,6 +23,7 @@ from spectree import Response, SecurityScheme, SecuritySchemeData, SpecTree
 from spectree.plugins.flask_plugin import FlaskPlugin
 
 from dashboard.api import schemas as sc
+from models.base import MAX_ROW_ID
 from services.core.errors import ServiceError
 
 bp = Blueprint("api_openapi", __name__, url_prefix="/api")
@@ -32,8 +33,8 @@ RATE_LIMIT = None
 PATH_PARAMETERS = {
     "external_id": {"type": "string", "minLength": 1, "maxLength": sc.MAX_PATH_ARG,
                     "pattern": "^[^/\\x00]+$", "description": "the product's user id"},
-    "task_id": {"type": "integer", "minimum": 0},
-    "endpoint_id": {"type": "integer", "minimum": 0},
+    "task_id": {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID},
+    "endpoint_id": {"type": "integer", "minimum": 0, "maximum": MAX_ROW_ID},
 }
 # Codes answered outside the ServiceError classes (error handlers, cron), or by classes a route
 # module may be described before (dashboard/api/auth.py).

@@ -160,6 +160,18 @@ def test_any_route_is_503_database_unavailable_when_the_database_is_down(tmp_pat
     assert int(resp.headers["Retry-After"]) > 0
 
 
+def test_a_row_id_beyond_bigint_is_404_not_500(api, make):
+    # schemathesis found it: werkzeug's int takes any size; PostgreSQL's bigint does not.
+    for method, path in (("DELETE", "/api/v1/webhook-endpoints/{}"),
+                         ("POST", "/api/v1/webhook-endpoints/{}/rotate-secret"),
+                         ("GET", "/api/v1/tasks/{}")):
+        for n in (2**63, 34521247410878423236608):
+            status, body, _ = api.call(method, path.format(n))
+            assert_error(status, body, "NOT_FOUND", 404)
+    status, body, _ = api.get(f"/api/v1/tasks/{2**63 - 1}")  # the largest id: looked up, not there
+    assert_error(status, body, "TASK_NOT_FOUND", 404)
+
+
 # --- OPTIONS and HEAD -------------------------------------------------------------------------------
 
 def test_options_answers_the_envelope_with_allow(client):

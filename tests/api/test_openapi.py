@@ -105,7 +105,9 @@ def test_path_limits_in_the_document_are_the_ones_the_api_enforces(client, make)
     over, body, _ = api.get(f"/api/v1/customers/{'a' * (longest + 1)}")
     assert (at_limit, over, body["code"]) == (404, 422, "VALIDATION_ERROR")
     task = doc["paths"]["/api/v1/tasks/{task_id}"]["get"]["parameters"][0]["schema"]
-    assert task == {"type": "integer", "minimum": 0}
+    assert task == {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+    past, body, _ = api.get(f"/api/v1/tasks/{task['maximum'] + 1}")
+    assert (past, body["code"]) == (404, "NOT_FOUND")
 
 
 def test_an_undescribed_route_is_reported(db_url):

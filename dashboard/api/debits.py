@@ -1,7 +1,7 @@
 """Debits over the API: one debit priced from the feature price table, or a batch of up to 1,000."""
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import Blueprint, current_app, g
 
 from dashboard.api import limits
 from dashboard.api import schemas as sc
@@ -40,7 +40,7 @@ def debit(external_id: str):
     path_text(external_id)
     if body.credits is not None:
         _explicit_credits_allowed()
-    if sqldebit.available():
+    if current_app.config["API_SQL_DEBIT"] and sqldebit.available():
         # The everyday debit in one statement (services/ledger/sqldebit.py); what it leaves, and
         # an over-limit call (which may be a replay), takes the general path below.
         try:

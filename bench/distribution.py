@@ -9,12 +9,14 @@ set is loaded consistently (every grant has its entry and allocation, balances m
 passes), copied with CREATE DATABASE ... TEMPLATE, and then:
   1. services.jobs.distribution.run over the first copy (expiry pass, claim, chunks, counts);
   2. the floor: a minimal set of SQL statements over the second copy granting the same credits
-     with the same rows (grants, entries with the balance chain, allocations, balances);
-and both ledgers are compared before the times and their ratio are printed.
+     with the same rows (grants, entries with the balance chain, allocations, balances) and the
+     same outbox events (the expiry's balance notices, grant.created per grant);
+and both ledgers and outboxes are compared before the times and their ratio are printed.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import sys
@@ -112,7 +114,16 @@ def snapshot(conn) -> dict:
                        "ledger_entries e ON e.id = a.entry_id ORDER BY e.customer_id, e.id, a.id",
         "accounts": "SELECT customer_id, balance, version FROM accounts ORDER BY customer_id",
     }
-    return {k: [tuple(r) for r in conn.execute(text(sql))] for k, sql in q.items()}
+    snap = {k: [tuple(r) for r in conn.execute(text(sql))] for k, sql in q.items()}
+    # the outbox too: same events, same data (but the new grant's id and expiry time)
+    events = []
+    for cid, type_, data in conn.execute(text(
+            "SELECT customer_id, type, data FROM outbox_events ORDER BY customer_id, id")):
+        data = dict(json.loads(data) if isinstance(data, str) else data)
+        data.pop("grant_id", None)
+        events.append((cid, type_, data.pop("expires_at", "-") is None, sorted(data.items())))
+    snap["events"] = events
+    return snap
 
 
 # --- the floor: granting the same credits in a few set-based statements -------------------------
@@ -135,6 +146,21 @@ FLOOR_SQL = [
        WINDOW w AS (PARTITION BY d.account_id ORDER BY d.entry_id)""",
     """INSERT INTO allocations (entry_id, grant_id, credits)
        SELECT entry_id, grant_id, -remaining FROM due""",
+    # The expiry's balance notices (services.ledger.crossings: low balance when the threshold is
+    # crossed, depleted at 0), per entry in posting order, as the service writes them.
+    """INSERT INTO outbox_events (event_id, type, customer_id, data, created_at)
+       SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), n.type, e.customer_id,
+              json_build_object('balance', e.balance_after, 'threshold', t.threshold,
+                                'external_id', c.external_id), :now
+       FROM due d JOIN ledger_entries e ON e.id = d.entry_id
+       JOIN customers c ON c.id = e.customer_id LEFT JOIN plans p ON p.id = c.plan_id
+       CROSS JOIN LATERAL (SELECT COALESCE(c.low_balance_threshold, p.low_balance_threshold,
+                                           :low) AS threshold) t
+       CROSS JOIN LATERAL (VALUES (1, 'credits.low_balance'), (2, 'credits.depleted')) n(k, type)
+       WHERE (n.k = 1 AND t.threshold > 0 AND e.balance_before >= t.threshold
+              AND t.threshold > e.balance_after)
+          OR (n.k = 2 AND e.balance_before > 0 AND e.balance_after <= 0)
+       ORDER BY e.id, n.k""",
     """UPDATE credit_grants g SET remaining = 0, expired_at = :now FROM due d WHERE g.id = d.grant_id""",
     """UPDATE accounts a SET balance = a.balance - x.total, version = a.version + x.n
        FROM (SELECT account_id, SUM(remaining) AS total, COUNT(*) AS n FROM due GROUP BY account_id) x
@@ -176,17 +202,27 @@ FLOOR_SQL = [
     """INSERT INTO allocations (entry_id, grant_id, credits) SELECT entry_id, grant_id, credits FROM give""",
     """UPDATE accounts a SET balance = a.balance + g.credits, version = a.version + 1
        FROM give g WHERE a.id = g.account_id""",
+    # grant.created per grant (services.ledger.bulk / services.events.outbox: same data).
+    """INSERT INTO outbox_events (event_id, type, customer_id, data, created_at)
+       SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), 'grant.created', g.customer_id,
+              json_build_object('grant_id', g.grant_id, 'credits', g.credits,
+                                'source', 'distribution',
+                                'expires_at', to_char(:now + make_interval(
+                                    days => COALESCE(g.days, :default_days)),
+                                    'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                                'external_id', c.external_id), :now
+       FROM give g JOIN customers c ON c.id = g.customer_id ORDER BY g.grant_id""",
 ]
 
 
-def run_floor(url, *, period: str, free: int, default_days: int) -> float:
+def run_floor(url, *, period: str, free: int, default_days: int, low: int = 100) -> float:
     engine = create_engine(url)
     now = datetime.now(UTC).replace(tzinfo=None)
     t0 = time.perf_counter()
     with engine.begin() as conn:
         for sql in FLOOR_SQL:
             conn.execute(text(sql), {"now": now, "period": period, "free": free,
-                                     "default_days": default_days})
+                                     "default_days": default_days, "low": low})
     seconds = time.perf_counter() - t0
     engine.dispose()
     return seconds
@@ -258,6 +294,9 @@ def main() -> int:
                 snaps.append(snapshot(conn))
             e.dispose()
         same = snaps[0] == snaps[1]
+        for k in snaps[0]:
+            if snaps[0][k] != snaps[1][k]:
+                print(f"differs: {k} ({len(snaps[0][k]):,} rows vs {len(snaps[1][k]):,})")
         print(f"distribution service: {service_s:8.2f} s  ({result.processed_count:,} grants, "
               f"{result.expired.get('grants', 0):,} expiries, {result.error_count} errors; "
               f"expiry pass {result.seconds.get('expiry', 0):.1f} s, grants "
@@ -265,7 +304,7 @@ def main() -> int:
         print(f"set-based SQL floor:  {floor_s:8.2f} s")
         print(f"ratio service/floor:  {service_s / floor_s:8.1f} x")
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        print(f"same ledger rows: {'yes' if same else 'NO'}  · machine: {os.cpu_count()} cores, "
+        print(f"same ledger rows and events: {'yes' if same else 'NO'}  · machine: {os.cpu_count()} cores, "
               f"load average {load}")
         return 0 if same else 1
     finally:

@@ -49,6 +49,7 @@ def _child(app, crash_at: str | None, stale: str | None) -> None:
     from services.jobs import distribution
 
     distribution.on_checkpoint = _kill_at(crash_at) if crash_at else None
+    distribution.CHUNK = 500  # several chunks of 2,000 customers, to be killed between and inside
     if stale is not None:
         app.config["JOBS_STALE_SECONDS"] = int(stale)
 

@@ -198,3 +198,57 @@ def test_demo_distribution_grants_carry_their_period_run_as_the_job_writes_them(
     again = distribution.run(period=period, trigger="cli")
     assert again.already_done and again.run_id == runs[period].id
     assert reconcile.run().ok
+
+
+def test_the_rows_of_a_grant_are_the_ones_the_bulk_ledger_builds(make, app):
+    """PostgreSQL builds a chunk's rows in one statement, SQLite through services.ledger.bulk:
+    both write these columns and values (the request hash is rules.fingerprint)."""
+    from models import Account, Allocation, OutboxEvent
+    from services.ledger.rules import fingerprint
+
+    app_settings.update(key="free_monthly_credits", value=50)
+    year = make.plan(interval="year", monthly_credits=800, credit_expiry_days=40)
+    forever = make.plan(interval="lifetime", monthly_credits=600, credit_expiry_days=0)
+    free = make.plan(interval="free", monthly_credits=0, credit_expiry_days=10)
+    cs = {"none": make.customer(external_id="r-none", credits=30),
+          "year": make.customer(external_id="r-year", plan=year, subscription_status="active"),
+          "forever": make.customer(external_id="r-forever", plan=forever),
+          "free": make.customer(external_id="r-free", plan=free)}
+    versions = {c.id: db.session.scalar(select(Account.version).where(Account.customer_id == c.id))
+                for c in cs.values()}
+    result = distribution.run(period=PERIOD, trigger="manual")
+    run = db.session.get(JobRun, result.run_id)
+    db.session.expire_all()
+    want = {"none": (50, None, "free", 365), "year": (800, year.id, "yearly", 40),
+            "forever": (600, forever.id, "lifetime", None), "free": (50, None, "free", 10)}
+    for name, c in cs.items():
+        credits, plan_id, segment, days = want[name]
+        g = db.session.scalar(select(CreditGrant).where(CreditGrant.customer_id == c.id,
+                                                        CreditGrant.source == "distribution"))
+        assert (g.amount, g.remaining, g.plan_id, g.period, g.job_run_id, g.cost_minor,
+                g.currency, g.payment_id, g.expired_at, g.created_at) == \
+            (credits, credits, plan_id, PERIOD, run.id, 0, None, None, None, run.started_at)
+        assert g.expires_at == (None if days is None else run.started_at + timedelta(days=days))
+        key = f"distribution:{PERIOD}:{c.id}"
+        e = db.session.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
+        before = 30 if name == "none" else 0
+        assert (e.type, e.amount, e.balance_before, e.balance_after, e.grant_id, e.account_id,
+                e.actor_type, e.actor_id, e.reason, e.request_hash, e.job_run_id, e.created_at,
+                e.feature, e.reference, e.request_id, e.meta) == \
+            ("grant", credits, before, before + credits, g.id, g.account_id, "job",
+             "distribute_credits", f"Monthly credits {PERIOD} ({segment})",
+             fingerprint("grant", key=key), run.id, run.started_at, None, None, None, None)
+        [a] = db.session.scalars(select(Allocation).where(Allocation.entry_id == e.id))
+        assert (a.grant_id, a.credits) == (g.id, credits)
+        acct = db.session.scalar(select(Account).where(Account.customer_id == c.id))
+        assert (acct.balance, acct.version) == (before + credits, versions[c.id] + 1)
+        [ev] = [x for x in db.session.scalars(select(OutboxEvent).where(
+            OutboxEvent.customer_id == c.id, OutboxEvent.type == "grant.created"))
+            if x.data["source"] == "distribution"]
+        assert ev.event_id.startswith("msg_") and len(ev.event_id) == 36
+        assert ev.created_at == run.started_at and ev.dispatched_at is None
+        assert ev.data == {"grant_id": g.id, "credits": credits, "source": "distribution",
+                           "expires_at": None if g.expires_at is None
+                           else g.expires_at.isoformat(timespec="microseconds") + "Z",
+                           "external_id": c.external_id}
+    assert reconcile.run().ok

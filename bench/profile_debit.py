@@ -99,6 +99,8 @@ def main(argv=None) -> int:
         for i in range(args.n):
             one(10**7 + i)
         prof.disable()
+        if os.environ.get("PROFILE_OUT"):
+            prof.dump_stats(os.environ["PROFILE_OUT"])
         wall = time.perf_counter() - t0
         print(f"{args.n} debits, {wall / args.n * 1000:.2f} ms each (profiled)")
         out = io.StringIO()

@@ -27,7 +27,7 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
   v_price numeric := p_credits;
   v_credits bigint;
-  v_claim bigint;
+  v_reply bigint;
   v_acc bigint;
   v_cust bigint;
   v_after bigint;
@@ -50,15 +50,6 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'CDF01', MESSAGE = 'credits';
   END IF;
   v_credits := v_price;
-
-  IF p_reply_key IS NOT NULL THEN
-    INSERT INTO idempotency_records (scope, key, request_hash, status, created_at, expires_at)
-    VALUES (p_scope, p_reply_key, p_reply_hash, 'in_progress', p_now, p_reply_expires)
-    ON CONFLICT (scope, key) DO NOTHING RETURNING id INTO v_claim;
-    IF v_claim IS NULL THEN
-      RAISE EXCEPTION USING ERRCODE = 'CDF01', MESSAGE = 'claimed';
-    END IF;
-  END IF;
 
   UPDATE accounts a SET balance = a.balance - v_credits, version = a.version + 1, updated_at = p_now
    WHERE a.customer_id = (SELECT c.id FROM customers c
@@ -118,11 +109,20 @@ BEGIN
   SELECT v_entry, d.gid, -d.take FROM unnest(v_gids, v_takes) WITH ORDINALITY AS d (gid, take, n)
    ORDER BY d.n;
 
-  IF v_claim IS NOT NULL THEN
-    UPDATE idempotency_records SET status = 'completed', response_status = 201,
-           response_body = json_build_object('success', true, 'data', json_build_object(
-             'entry_id', v_entry, 'credits', v_credits, 'balance', v_after))
-     WHERE id = v_claim;
+  -- The stored reply, written once and complete. A record already there (a reply stored, a call
+  -- still running, an expired record to reuse) is the reply store's to answer: all of the above
+  -- rolls back and the Python path replays, refuses or reuses it (dashboard/api/idempotency.py).
+  -- A concurrent first call with the same key makes this INSERT wait for it, then refuse.
+  IF p_reply_key IS NOT NULL THEN
+    INSERT INTO idempotency_records (scope, key, request_hash, status, created_at, expires_at,
+                                     response_status, response_body)
+    VALUES (p_scope, p_reply_key, p_reply_hash, 'completed', p_now, p_reply_expires, 201,
+            json_build_object('success', true, 'data', json_build_object(
+              'entry_id', v_entry, 'credits', v_credits, 'balance', v_after)))
+    ON CONFLICT (scope, key) DO NOTHING RETURNING id INTO v_reply;
+    IF v_reply IS NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'CDF01', MESSAGE = 'claimed';
+    END IF;
   END IF;
   RETURN QUERY SELECT v_entry, v_credits, v_after;
 END

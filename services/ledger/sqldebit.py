@@ -1,8 +1,8 @@
 """The API's single debit as one PostgreSQL statement: `creditdesk_api_debit()` (migration 0017).
 
-One round trip, one transaction of its own: the reply-store claim, the price, the account's row
-lock and credits, the buckets read under that lock, the entry, the bucket draws, the allocations
-and the stored reply. The row lock is held for the time the server needs, never across a round
+One round trip, one transaction of its own: the price, the account's row lock and credits, the
+buckets read under that lock, the entry, the bucket draws, the allocations and the stored reply
+(written once, complete: no separate claim). The row lock is held for the time the server needs, never across a round
 trip or the interpreter (issue 15: the hot customer).
 
 It handles the everyday debit only. Anything else it refuses before committing anything and
@@ -43,7 +43,7 @@ _PAID = "{" + ",".join(PAID_SOURCES) + "}"  # as text: cheaper for the driver th
 
 @dataclass(frozen=True)
 class Reply:
-    """The reply-store claim of an API call with an Idempotency-Key (dashboard/api/idempotency.py)."""
+    """Where an API call with an Idempotency-Key stores its reply (dashboard/api/idempotency.py)."""
 
     scope: str
     key: str
@@ -67,7 +67,7 @@ def debit(*, external_id: str, credits: int | None, feature: str | None, quantit
     if s.in_transaction():
         if s.new or s.dirty or s.deleted:  # pragma: no cover - nothing on the API path writes first
             return None
-        s.close()  # an implicit read (an API key looked up): one pooled connection per request
+        s.commit()  # ends an implicit read (an API key looked up): one pooled connection at a time
     now = utcnow()
     grace, paid_never = expiry_rules()
     head, tail = fingerprint_around("debit", "credits", customer=external_id, feature=feature,

@@ -46,7 +46,7 @@ def create_app(config_overrides: dict | None = None) -> Flask:
     extensions.migrate.init_app(app, extensions.db, directory=str(config.ROOT / "migrations"))
     extensions.csrf.init_app(app)
     with app.app_context():
-        configure_engine(extensions.db.engine)
+        configure_engine(extensions.db.engine, ping_idle_seconds=app.config["DB_POOL_PING_IDLE_SECONDS"])
     security.init_app(app)
     inputs.init_app(app)
     auth.init_app(app)

@@ -32,9 +32,9 @@ def _secret_key() -> str:
 
 def _engine_options() -> dict:
     """Connection pool. SQLAlchemy's default (5 kept + 10 overflow per process) covers a gunicorn
-    worker's threads; DB_POOL_SIZE / DB_MAX_OVERFLOW override it. DB_POOL_PRE_PING=0 saves the
-    round trip that checks each connection before use (on by default: survives a database restart)."""
-    opts: dict = {"pool_pre_ping": _flag("DB_POOL_PRE_PING", True)}
+    worker's threads; DB_POOL_SIZE / DB_MAX_OVERFLOW override it. SQLAlchemy's own pre-ping (a
+    round trip before every use) is replaced by services.core.db's: see DB_POOL_PING_IDLE_SECONDS."""
+    opts: dict = {"pool_pre_ping": False}
     if os.environ.get("DB_POOL_SIZE"):
         opts["pool_size"] = int(os.environ["DB_POOL_SIZE"])
     if os.environ.get("DB_MAX_OVERFLOW"):
@@ -124,6 +124,11 @@ def from_env() -> dict:
         # A verified API key is kept this many seconds per process (0: read on every call); a
         # revoked key stops everywhere within it (docs/security.md).
         "API_KEY_CACHE_SECONDS": float(os.environ.get("API_KEY_CACHE_SECONDS", "5")),
+        # A pooled connection idle longer than this is pinged before use, and replaced if the
+        # database closed it (a restart); busier ones are not (0: ping every use, like
+        # SQLAlchemy's pre-ping). DB_POOL_PRE_PING=0 never pings.
+        "DB_POOL_PING_IDLE_SECONDS": (float(os.environ.get("DB_POOL_PING_IDLE_SECONDS", "1"))
+                                      if _flag("DB_POOL_PRE_PING", True) else None),
         # The single API debit as one PostgreSQL statement (services/ledger/sqldebit.py); 0 runs
         # every debit through the Python path (same rows, ~3x the CPU per debit).
         "API_SQL_DEBIT": _flag("API_SQL_DEBIT", True),

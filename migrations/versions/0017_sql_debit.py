@@ -1,7 +1,8 @@
 """creditdesk_api_debit(): the API's single debit as one PostgreSQL statement
 
-The everyday API debit (services/ledger/sqldebit.py) in one round trip: the price, the account's row lock and credits, the live buckets read under that lock, the entry,
-the bucket draws, the allocations and the stored reply. Anything it does not handle itself it
+The everyday API debit (services/ledger/sqldebit.py) in one round trip: the price, the
+account's row lock and credits, the live buckets read under that lock, the entry, the bucket
+draws, the allocations and the stored reply. Anything it does not handle itself it
 refuses with SQLSTATE CDF01 before committing anything (the statement is its own transaction), and
 the caller runs the Python path, which decides and explains: a key already claimed or used, an
 unknown customer, a short balance, an unpriced feature, a bucket past its expiry, a balance that

@@ -6,6 +6,7 @@ timeout instead of one failing with "database is locked" when it upgrades a read
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -14,7 +15,7 @@ import psycopg
 from sqlalchemy import BigInteger, any_, bindparam, event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.orm import Session
 
 from models.base import db
@@ -79,8 +80,13 @@ def _end_implicit(s: Session) -> None:
     s.commit()
 
 
-def configure_engine(engine: Engine) -> None:
-    """SQLite pragmas and BEGIN IMMEDIATE for write transactions; nothing for PostgreSQL."""
+def configure_engine(engine: Engine, *, ping_idle_seconds: float | None = None) -> None:
+    """SQLite pragmas and BEGIN IMMEDIATE for write transactions; on PostgreSQL, the ping of
+    connections idle longer than `ping_idle_seconds` (None: never)."""
+    if engine.dialect.name == "postgresql":
+        if ping_idle_seconds is not None:
+            _ping_when_idle(engine, ping_idle_seconds)
+        return
     if engine.dialect.name != "sqlite":
         return
 
@@ -97,6 +103,32 @@ def configure_engine(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if _immediate.get() else "BEGIN")
+
+
+_IDLE_SINCE = "creditdesk_idle_since"
+
+
+def _ping_when_idle(engine: Engine, seconds: float) -> None:
+    """Ping a pooled connection before use when it sat idle longer than `seconds`; one the
+    database closed (a restart, an idle timeout) is replaced by a fresh one, so the call it was
+    for does not fail. SQLAlchemy's pre-ping pings on every use: a round trip per request on the
+    busy connections, which a restart would close no sooner than the others; under traffic a
+    connection idle for less than `seconds` that the database closed fails its call once with
+    503 DATABASE_UNAVAILABLE (retryable), as calls running during the restart do."""
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn, record):
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn, record, _proxy):
+        since = record.info.pop(_IDLE_SINCE, None)
+        if since is None or time.monotonic() - since <= seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except psycopg.Error as err:
+            raise DisconnectionError(f"ping failed: {err}") from err  # the pool tries a new one
 
 
 # --- PostgreSQL: the hot statements straight through the driver ----------------------------------

@@ -2,8 +2,8 @@
 
 One round trip, one transaction of its own: the price, the account's row lock and credits, the
 buckets read under that lock, the entry, the bucket draws, the allocations and the stored reply
-(written once, complete: no separate claim). The row lock is held for the time the server needs, never across a round
-trip or the interpreter (issue 15: the hot customer).
+(written once, complete: no separate claim). The row lock is held for the time the server needs,
+never across a round trip or the interpreter (issue 15: the hot customer).
 
 It handles the everyday debit only. Anything else it refuses before committing anything and
 `debit()` answers None: the caller runs the general path (services.ledger.posting through

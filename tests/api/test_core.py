@@ -1,9 +1,12 @@
 """The API's envelope, errors, authentication, rate limiting, health and request tracing."""
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
+import pytest
+import sqlalchemy as sa
 from sqlalchemy import select
 
 from models import ApiKey, LedgerEntry, db, utcnow
@@ -170,6 +173,41 @@ def test_a_row_id_beyond_bigint_is_404_not_500(api, make):
             assert_error(status, body, "NOT_FOUND", 404)
     status, body, _ = api.get(f"/api/v1/tasks/{2**63 - 1}")  # the largest id: looked up, not there
     assert_error(status, body, "TASK_NOT_FOUND", 404)
+
+
+@pytest.mark.pg
+@pytest.mark.parametrize("ping_idle, after_restart", [(0.2, 201), (None, 503)])
+def test_connections_a_restart_closed_are_pinged_and_replaced_when_idle(pg_url, pg_owner_url,
+                                                                       ping_idle, after_restart):
+    """A database restart closes every pooled connection. One idle longer than
+    DB_POOL_PING_IDLE_SECONDS is pinged before use and replaced: the call succeeds. Never pinged
+    (DB_POOL_PRE_PING=0), the call fails, with a retryable 503."""
+    app = build_app(pg_url, DB_POOL_PING_IDLE_SECONDS=ping_idle)
+    with app.app_context():
+        from tests.conftest import _truncate_pg
+        from tests.factories import Factory
+
+        _truncate_pg()
+        make = Factory()
+        make.customer(external_id="restart-1", credits=100)
+        api = ApiClient(app, make.api_key()[1])
+        assert api.post("/api/v1/customers/restart-1/debits", {"feature": "chat", "credits": 1})[0] == 201
+        db.session.remove()
+        owner = sa.create_engine(pg_owner_url, poolclass=sa.pool.NullPool)
+        with owner.connect() as c:  # what a restart does to the app's connections
+            killed = c.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar()
+        owner.dispose()
+        from tests.conftest import _ENGINES
+        for engine in _ENGINES.values():  # the harness's own connections were closed too
+            engine.dispose()
+        assert killed >= 1
+        time.sleep(0.4)
+        status, body, _ = api.post("/api/v1/customers/restart-1/debits", {"feature": "chat", "credits": 1})
+        assert status == after_restart, body
+        db.session.remove()
+        db.engine.dispose()
 
 
 # --- OPTIONS and HEAD -------------------------------------------------------------------------------

@@ -21,20 +21,23 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=x_for, x_proto=x_proto)
     hsts = f"max-age={int(app.config.get('HSTS_MAX_AGE', 31536000))}; includeSubDomains"
 
+    defaults = {"Content-Security-Policy": CSP, "X-Frame-Options": "DENY",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+                "Permissions-Policy": "camera=(), microphone=(), geolocation=()"}
+
     @app.after_request
     def _headers(resp):
         h = resp.headers
-        h.setdefault("Content-Security-Policy", CSP)
-        h.setdefault("X-Frame-Options", "DENY")
-        h.setdefault("X-Content-Type-Options", "nosniff")
-        h.setdefault("Referrer-Policy", "same-origin")
-        h.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-        if app.config.get("SESSION_COOKIE_SECURE") and request.is_secure:
-            h.setdefault("Strict-Transport-Security", hsts)
-        if request.path.startswith("/static/"):
-            h.setdefault("Cache-Control", "public, max-age=3600")
-        elif "Cache-Control" not in h:
-            h["Cache-Control"] = "no-store"
+        present = {k.lower() for k in h.keys()}  # one pass (a missing-key lookup raises inside)
+        for name, value in defaults.items():
+            if name.lower() not in present:
+                h.add(name, value)
+        if app.config.get("SESSION_COOKIE_SECURE") and request.is_secure \
+                and "strict-transport-security" not in present:
+            h.add("Strict-Transport-Security", hsts)
+        if "cache-control" not in present:
+            h.add("Cache-Control", "public, max-age=3600" if request.path.startswith("/static/")
+                  else "no-store")
         return resp
 
     @app.errorhandler(CSRFError)

@@ -23,6 +23,14 @@ from models.base import MAX_ROW_ID
 from services.core.db import configure_engine
 
 
+class App(Flask):
+    """Flask, minus the coroutine check it makes on every view and hook of every request
+    (ensure_sync): nothing here is async, and an async view would fail its first test."""
+
+    def ensure_sync(self, func):
+        return func
+
+
 class RowId(IntegerConverter):
     """`<int:...>` in every route: a row id, so at most PostgreSQL's bigint. A larger number
     matches no route (404) instead of failing in the database (500)."""
@@ -34,7 +42,7 @@ class RowId(IntegerConverter):
 
 def create_app(config_overrides: dict | None = None) -> Flask:
     """Build the app: configuration first, then a flat list of init_app calls."""
-    app = Flask(__name__, template_folder="../templates", static_folder="../static",
+    app = App(__name__, template_folder="../templates", static_folder="../static",
                 instance_path=str(config.INSTANCE))
     app.url_map.converters["int"] = RowId  # before any route is added
     app.config.from_mapping(config.from_env())

@@ -28,7 +28,7 @@ def init_app(app: Flask) -> None:
     @app.after_request
     def _headers(resp):
         h = resp.headers
-        present = {k.lower() for k in h.keys()}  # one pass (a missing-key lookup raises inside)
+        present = {k.lower() for k, _ in h.items()}  # one pass (a missing lookup raises inside)
         for name, value in defaults.items():
             if name.lower() not in present:
                 h.add(name, value)

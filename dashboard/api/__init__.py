@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask, current_app, g, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
@@ -123,6 +124,16 @@ def _install_error_handlers(app: Flask) -> None:
     chain(Exception, unexpected)
 
 
+class _NoSessionForTheApi(SecureCookieSessionInterface):
+    """The API authenticates with keys and never uses the staff's cookie session: its requests
+    neither read nor set one (Flask otherwise builds a signing serializer on every request)."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(API_PREFIX):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     # Imported here: the route modules import this package's helpers (core, auth, limits).
     from dashboard.api import (
@@ -148,6 +159,7 @@ def init_app(app: Flask) -> None:
         if getattr(module, "RATE_LIMIT", True) is None:
             unlimited.add(module.bp.name)
     app.extensions["creditdesk_api_unlimited"] = unlimited
+    app.session_interface = _NoSessionForTheApi()
     limits.init_app(app)
     app.before_request(_options)
     _install_error_handlers(app)

@@ -227,6 +227,17 @@ def init_app(app: Flask) -> Limiter:
     # The everyday call (a valid key without its own limit) is exempt from every limit Flask-Limiter
     # holds (the per-key limit is its only API limit): say so before it resolves them.
     limiter.request_filter(_unthrottled_key)
+    # ...and skip Flask-Limiter's per-request work altogether for that call (it resolves the
+    # endpoint, its exemptions and its limits before it asks the filter): the per-key / per-IP
+    # limit applies to keys with a limit and to calls without a valid key, as before.
+    hooks = app.before_request_funcs.setdefault(None, [])
+    check = limiter._check_request_limit
+
+    def _check_unless_unthrottled():
+        return None if _unthrottled_key() else check()
+
+    if check in hooks:  # not there when limits are disabled (RATELIMIT_ENABLED=False)
+        hooks[hooks.index(check)] = _check_unless_unthrottled
     for name in ("API_CUSTOMER_RATE_LIMIT", "API_KEY_RATE_LIMIT", "API_IP_RATE_LIMIT"):
         raw = (cfg.get(name) or "").strip()
         if raw.lower() not in OFF:

@@ -19,6 +19,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from werkzeug.routing import IntegerConverter
 
 from dashboard.auth import PERMISSIONS, PUBLIC, ROLE_PERMISSIONS
 from models import AdjustmentRequest, AuditLog, JobRun, Staff, WebhookEvent, db
@@ -126,14 +127,14 @@ def url_for_rule(rule, ids: dict, *, missing: bool = False) -> tuple[str, bool]:
     known = True
     values = {}
     for arg in rule.arguments:
-        conv = rule._converters[arg].__class__.__name__
-        if missing and conv == "IntegerConverter":
+        is_int = isinstance(rule._converters[arg], IntegerConverter)
+        if missing and is_int:
             values[arg] = 987654321
         elif arg in ids:
             values[arg] = ids[arg]
         else:
             known = False
-            values[arg] = 1 if conv == "IntegerConverter" else "x"
+            values[arg] = 1 if is_int else "x"
     url = rule.rule
     for arg, value in values.items():
         url = re.sub(r"<(?:[^:<>]+:)?" + re.escape(arg) + r">", str(value), url)
@@ -253,7 +254,7 @@ def test_a_guessed_id_is_404_on_every_route_with_an_id(app, login, world):
     checked, failures = 0, []
     for rule, method in dashboard_rules(app):
         if flask_admin(rule) or not any(
-                rule._converters[a].__class__.__name__ == "IntegerConverter" for a in rule.arguments):
+                isinstance(rule._converters[a], IntegerConverter) for a in rule.arguments):
             continue
         url, _ = url_for_rule(rule, world, missing=True)
         resp = admin.client.open(url, method=method, headers={"X-CSRFToken": admin.token})

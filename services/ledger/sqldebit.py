@@ -78,7 +78,7 @@ def debit(*, external_id: str, credits: int | None, feature: str | None, quantit
               reply and reply.request_hash, reply and now + reply.ttl, now, now - grace,
               paid_never, _PAID, int(app_settings.get("low_balance_threshold")),
               MAX_CREDITS)
-    conn = db.engine.raw_connection()  # from the pool, with the pre-ping it is configured with
+    conn = db.engine.raw_connection()  # from the pool (pinged first if it sat idle: services.core.db)
     pg = conn.driver_connection
     try:
         pg.autocommit = True  # the statement is its own transaction: no BEGIN, no COMMIT

@@ -98,6 +98,13 @@ def seeded(app, db_url, request):
         # The demo has no outbound endpoint (it would send to a real URL): one for its page.
         db.session.add(m.WebhookEndpoint(url="https://hooks.example.com/creditdesk",
                                          events=["grant.created"], secret="whsec_dGVzdA=="))
+        if db.session.scalar(select(m.Refund.id).limit(1)) is None:
+            # Whether a demo this small draws a purchase to refund depends on the day it is
+            # loaded: one refund request for the refund page, whatever the date.
+            pay = db.session.scalar(select(m.Payment).order_by(m.Payment.id).limit(1))
+            db.session.add(m.Refund(payment_id=pay.id, customer_id=pay.customer_id, credits=1,
+                                    amount_minor=1, currency=pay.currency, reason="test",
+                                    idempotency_key="inputs-refund-1"))
         db.session.commit()
         db.session.remove()
         db.engine.dispose()

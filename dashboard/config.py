@@ -130,7 +130,7 @@ def from_env() -> dict:
         "DB_POOL_PING_IDLE_SECONDS": (float(os.environ.get("DB_POOL_PING_IDLE_SECONDS", "1"))
                                       if _flag("DB_POOL_PRE_PING", True) else None),
         # The single API debit as one PostgreSQL statement (services/ledger/sqldebit.py); 0 runs
-        # every debit through the Python path (same rows, ~3x the CPU per debit).
+        # every debit through the Python path (same rows, about twice the CPU per debit).
         "API_SQL_DEBIT": _flag("API_SQL_DEBIT", True),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000"),
         "SESSION_COOKIE_SECURE": _flag("SESSION_COOKIE_SECURE", True),

@@ -9,7 +9,8 @@
 
 The rows are the ones services.ledger.bulk.Batch builds in Python (the SQLite path, and every
 other bulk posting): same columns, same values; `request_hash` is rules.fingerprint("grant",
-key=...) computed by the server (tests/jobs/test_distribution_pg.py checks it against Python).
+key=...), hashed by the server around the text rules.fingerprint_around gives
+(tests/jobs/test_distribution.py checks the rows against the Python path's).
 Per-row work stays in the server: no row is built, formatted or parsed in Python, and the chunk's
 arrays (customer id, credits, expiry days, plan, segment) are the only per-row data sent.
 The re-check cannot travel with the lock: under READ COMMITTED a statement's snapshot predates
@@ -23,7 +24,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from services.core.db import driver, run
-from services.ledger.rules import Actor
+from services.ledger.rules import HOLE, Actor, fingerprint_around
 
 LOCK_SQL = """
 SELECT a.customer_id, a.id, a.balance, c.external_id
@@ -66,7 +67,7 @@ WITH todo AS MATERIALIZED (
                                 request_hash, grant_id, job_run_id, created_at)
     SELECT entry_id, account_id, customer_id, 'grant', credits, balance, balance + credits,
            %(actor_type)s, %(actor_id)s, 'Monthly credits ' || %(period)s || ' (' || segment || ')',
-           key, encode(sha256(convert_to('{{"key":"' || key || '","op":"grant"}}', 'UTF8')), 'hex'),
+           key, encode(sha256(convert_to(%(hash_head)s || customer_id || %(hash_tail)s, 'UTF8')), 'hex'),
            grant_id, %(run_id)s, %(now)s FROM todo
 ), al AS (
     INSERT INTO allocations (entry_id, grant_id, credits)
@@ -118,6 +119,7 @@ def grant(s: Session, todo: list, locked: list[tuple], *, period: str, prefix: s
     if not rows:
         return 0
     pg = driver(s)
+    hash_head, hash_tail = fingerprint_around("grant", key=prefix + HOLE)
     params = {
         "cids": [a[0] for a, _ in rows], "aids": [a[1] for a, _ in rows],
         "balances": [a[2] for a, _ in rows], "externals": [a[3] for a, _ in rows],
@@ -126,5 +128,6 @@ def grant(s: Session, todo: list, locked: list[tuple], *, period: str, prefix: s
         "segments": [r.segment for _, r in rows],
         "prefix": prefix, "period": period, "now": now, "run_id": run_id,
         "actor_type": actor.type, "actor_id": actor.id, "default_days": default_days,
+        "hash_head": hash_head, "hash_tail": hash_tail,
     }
     return int(run(pg, _grant_sql(pg), params).fetchone()[0])

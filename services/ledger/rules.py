@@ -58,15 +58,22 @@ def fingerprint(op: str, **fields) -> str:
     return hashlib.sha256(_fingerprint_text(op, fields).encode()).hexdigest()
 
 
-def fingerprint_around(op: str, number: str, **fields) -> tuple[str, str]:
-    """fingerprint()'s text split where the whole number `number` goes, for SQL that computes
-    the number itself: sha256(head + str(n) + tail) == fingerprint(op, number=n, **fields).
-    (The `"name":value` pair with unescaped quotes can only be the key's own.)"""
-    mark = "\x00n\x00"
-    head, found, tail = _fingerprint_text(op, {**fields, number: mark}).partition(
-        f"{json.dumps(number)}:{json.dumps(mark)}")
-    assert found
-    return head + f"{json.dumps(number)}:", tail
+HOLE = "\x00hole\x00"  # where SQL fills in what only it knows (fingerprint_around)
+
+
+def fingerprint_around(op: str, **fields) -> tuple[str, str]:
+    """fingerprint()'s text split at HOLE, for SQL that fills in what only it knows: one field is
+    HOLE itself (a whole number goes there) or a string containing HOLE (digits go there), and
+    sha256(head + filler + tail) == fingerprint(op, **fields with the filler in place).
+    (The `"name":value` pair with unescaped quotes can only be the field's own.)"""
+    ((name, value),) = [(k, v) for k, v in fields.items() if isinstance(v, str) and HOLE in v]
+    head, found, tail = _fingerprint_text(op, fields).partition(f"{json.dumps(name)}:{json.dumps(value)}")
+    if not found:  # pragma: no cover - json.dumps writes the pair exactly so
+        raise ValueError(f"no {name!r} in the fingerprint")
+    left, right = json.dumps(value).split(json.dumps(HOLE)[1:-1])
+    if value == HOLE:
+        left = right = ""  # a number: no quotes
+    return f"{head}{json.dumps(name)}:{left}", right + tail
 
 
 def check_replay(entry: LedgerEntry, request_hash: str) -> LedgerEntry:

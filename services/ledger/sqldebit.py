@@ -33,7 +33,7 @@ from models.ledger import PAID_SOURCES
 from services.core import context
 from services.core import settings as app_settings
 from services.core.db import in_atomic
-from services.ledger.rules import MAX_CREDITS, Actor, expiry_rules, fingerprint_around
+from services.ledger.rules import HOLE, MAX_CREDITS, Actor, expiry_rules, fingerprint_around
 
 REFUSED = "CDF01"  # the function's "not mine: use the general path"
 _RETRY_ELSEWHERE = {REFUSED, "23505"}  # 23505: a unique key taken meanwhile (the general path replays)
@@ -70,7 +70,7 @@ def debit(*, external_id: str, credits: int | None, feature: str | None, quantit
         s.commit()  # ends an implicit read (an API key looked up): one pooled connection at a time
     now = utcnow()
     grace, paid_never = expiry_rules()
-    head, tail = fingerprint_around("debit", "credits", customer=external_id, feature=feature,
+    head, tail = fingerprint_around("debit", credits=HOLE, customer=external_id, feature=feature,
                                     quantity=quantity, reference=reference)
     params = (external_id, credits, feature, quantity, reference,
               None if meta is None else Json(meta), ledger_key, head, tail, actor.type, actor.id,

@@ -47,6 +47,9 @@ def test_find_a_customer_by_live_search(login_as, live_server):
     c = _a_customer(live_server)
     page = login_as("support")
     page.get_by_role("link", name="Customers").click()
+    # Typing before the page's deferred htmx has run would send no request (a race CI hit):
+    # wait for the load, as a person would see the page before typing.
+    page.wait_for_url(re.compile(r"/customers/$"))
     page.evaluate("window.__same_page = true")
     page.get_by_label("Search customers").press_sequentially(c["email"][:14], delay=20)
     rows = page.locator("#customer-rows tr")
@@ -163,6 +166,7 @@ def test_screenshots_of_operations_pages(login_as, live_server):
         page.screenshot(path=str(shots / f"{name}.png"))
     page.goto("/pricing/")
     page.locator("tbody tr a").first.click()
+    page.wait_for_url(re.compile(r"/pricing/\d+$"))  # loaded, htmx listening (see the live search)
     per_unit = page.get_by_label("Credits per unit")
     per_unit.fill(str(int(per_unit.input_value()) + 2))  # a real change, whatever the price is now
     expect(page.locator("#impact")).to_contain_text("Based on")

@@ -107,9 +107,11 @@ class LiveServer:
             return
         try:
             # SIGQUIT: gunicorn's quick shutdown (SIGTERM waits out keep-alive connections, ~5 s
-            # a boot); a test has read every answer it needs by now.
+            # a boot); a test has read every answer it needs by now. A worker that has not
+            # exited in 5 s is killed: under a loaded suite a few waited out gunicorn's whole
+            # graceful_timeout (30 s) here, a minute and a half of every run.
             os.killpg(self.proc.pid, signal.SIGQUIT)
-            self.proc.wait(30)
+            self.proc.wait(5)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)

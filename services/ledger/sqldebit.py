@@ -63,11 +63,6 @@ def debit(*, external_id: str, credits: int | None, feature: str | None, quantit
     (quantity 1 by default). PostgreSQL only (None elsewhere)."""
     if not available() or in_atomic():
         return None  # inside a caller's transaction the debit must be part of it
-    s = db.session()
-    if s.in_transaction():
-        if s.new or s.dirty or s.deleted:  # pragma: no cover - nothing on the API path writes first
-            return None
-        s.commit()  # ends an implicit read (an API key looked up): one pooled connection at a time
     now = utcnow()
     grace, paid_never = expiry_rules()
     head, tail = fingerprint_around("debit", credits=HOLE, customer=external_id, feature=feature,
@@ -78,6 +73,15 @@ def debit(*, external_id: str, credits: int | None, feature: str | None, quantit
               reply and reply.request_hash, reply and now + reply.ttl, now, now - grace,
               paid_never, _PAID, int(app_settings.get("low_balance_threshold")),
               MAX_CREDITS)
+    s = db.session()
+    if s.in_transaction():
+        if s.new or s.dirty or s.deleted:  # pragma: no cover - nothing on the API path writes first
+            return None
+        # End the session's implicit reads (the API key, settings on a cold cache: read just
+        # above) before taking the pool connection, so a request never holds two: with every
+        # pooled connection held by a request waiting for its second, all would wait out the
+        # pool timeout (tests/api/test_idempotency.py, a pool of one).
+        s.commit()
     conn = db.engine.raw_connection()  # from the pool (pinged first if it sat idle: services.core.db)
     pg = conn.driver_connection
     try:

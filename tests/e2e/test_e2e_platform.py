@@ -29,6 +29,7 @@ def test_change_a_setting_and_see_its_history_without_a_reload(login_as):
     page = login_as("admin")
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Settings")).to_be_visible()
+    page.wait_for_load_state()  # htmx (deferred) listening before the first change
     page.evaluate("window.__same_page = true")  # gone if the browser loads a new page
     row = page.locator("#setting-low_balance_threshold")
     current = int(re.sub(r"\D", "", row.locator("td.current").inner_text().split("credits")[0]))

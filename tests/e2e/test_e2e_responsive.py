@@ -144,6 +144,7 @@ def test_menu_link_navigates_and_the_menu_keeps_working_after_htmx_swaps(login_a
     expect(nav).to_be_hidden()
 
     # A live search swaps the results in place (htmx, no page load); the menu still opens after.
+    page.wait_for_load_state()  # htmx (deferred) listening before typing
     page.evaluate("window.__same_page = true")
     rows = page.locator("#customer-rows tr")
     before = rows.count()

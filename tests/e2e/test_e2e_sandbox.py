@@ -29,6 +29,7 @@ def test_the_sandbox_page_pays_and_refunds_in_the_browser(app, live, make, brows
         sign_in(page, email, password)
         page.get_by_role("link", name="Sandbox").click()
         expect(page.get_by_role("heading", level=1)).to_have_text("Sandbox")
+        page.wait_for_load_state()  # htmx (deferred) listening, or the buttons post a whole page
         waiting = page.locator(".panel", has=page.get_by_role("heading", name="Waiting for the customer"))
         paid = page.locator(".panel", has=page.get_by_role("heading", name="Paid, can be refunded"))
         stripe_row = waiting.locator("tr", has_text=f"#{checkout.payment_id}")

@@ -62,7 +62,9 @@ def test_busy_pages_read_the_ledger_through_indexes(pg_app, factory):
     from bench.pages import facts, heavy_customer, pages
     from services.ledger import rollup as ledger_rollup
     from services.staff import accounts as staff
+    from tests.conftest import _truncate_pg
 
+    _truncate_pg(fresh_storage=True)  # no dead index entries from earlier tests to sway the plans
     realistic(db.session, entries=30_000)
     heavy_customer(db.session, debits=5_000)
     ledger_rollup.refresh(full=True)

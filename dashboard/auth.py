@@ -37,16 +37,17 @@ PERMISSIONS = (
     "refunds.request", "refunds.approve", "transactions.view", "transactions.export",
     "analytics.view", "jobs.view", "jobs.run", "staff.manage", "apikeys.manage", "audit.view",
     "webhooks.view", "webhooks.replay", "tasks.view", "tasks.manage", "webhooks_out.manage",
-    "sandbox.use", "autotopup.manage",
+    "sandbox.use", "autotopup.manage", "account.password",
 )
 # Least privilege: support helps customers, finance watches money; only admins change the
 # catalogue, settings, staff, keys, run jobs, move task money or replay webhooks.
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset(PERMISSIONS),
-    "support": frozenset({"customers.view", "credits.adjust", "refunds.request", "tasks.view"}),
+    "support": frozenset({"customers.view", "credits.adjust", "refunds.request", "tasks.view",
+                          "account.password"}),
     "finance": frozenset({"customers.view", "transactions.view", "transactions.export",
                           "analytics.view", "refunds.request", "refunds.approve", "jobs.view",
-                          "audit.view", "tasks.view", "webhooks.view"}),
+                          "audit.view", "tasks.view", "webhooks.view", "account.password"}),
 }
 PUBLIC = "public"  # marker for the few routes anyone may open (login, health, static)
 

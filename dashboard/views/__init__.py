@@ -5,6 +5,7 @@ from flask import Flask
 
 from dashboard import nav
 from dashboard.views import (
+    account,
     analytics,
     apikeys,
     audit,
@@ -29,7 +30,7 @@ from dashboard.views import (
 
 AREAS = (overview, customers, autotopup, transactions, exports, tasks, refunds, analytics, reports,
          plans, packages, pricing, jobs, webhooks, webhooks_out, settings, staff, apikeys, audit,
-         sandbox)
+         sandbox, account)
 
 
 def init_app(app: Flask) -> None:

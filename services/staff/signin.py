@@ -24,8 +24,8 @@ from sqlalchemy import case, or_, select, update
 from models import Staff, db, utcnow
 from services.core import audit
 from services.core.db import atomic
-from services.core.errors import ServiceError
-from services.staff.accounts import _hasher, check_password, hash_password
+from services.core.errors import Conflict, ServiceError, ValidationFailed
+from services.staff.accounts import _hasher, check_password, hash_password, validate_password
 
 
 class AccountLocked(ServiceError):
@@ -68,6 +68,34 @@ def sign_in(*, email: str, password: str, ip: str | None) -> Staff | None:
     return None
 
 
+def change_password(*, staff: Staff, current: str, new: str, ip: str | None) -> Staff:
+    """A signed-in staff member replaces their own password (after an admin's one-time reset,
+    or at will). A wrong current password counts as a failed sign-in (five lock the account, as
+    on the sign-in page). Every session of the account ends with the change; the caller signs the
+    current one in again with the new session version. Audited, the password never stored."""
+    validate_password(new)
+    if new == current:
+        raise ValidationFailed("Choose a password other than the current one.",
+                               details={"new_password": "unchanged"})
+    now = utcnow()
+    if staff.locked_until is not None and staff.locked_until > now:
+        raise AccountLocked((staff.locked_until - now).total_seconds())
+    checked = staff.password_hash
+    if not check_password(staff, current):
+        _failed(staff, staff.email, ip, action="staff.password_change_refused")
+        raise ValidationFailed("The current password is not right.",
+                               details={"current_password": "wrong"})
+    with atomic() as s:
+        member = s.get(Staff, staff.id, with_for_update=True, populate_existing=True)
+        if member.password_hash != checked:  # reset or changed meanwhile: the check is stale
+            raise Conflict("The password was changed meanwhile; sign in again.")
+        member.password_hash = hash_password(new)
+        member.session_version += 1
+        audit.record(action="staff.password_change", staff=member, target_type="staff",
+                     target_id=member.id, ip=ip)
+    return member
+
+
 def _succeeded(staff: Staff, ip: str | None) -> Staff:
     """Claim the sign-in only if the account is still unlocked (a lock set by another process
     while this password was being hashed wins), clearing the failure count."""
@@ -84,7 +112,7 @@ def _succeeded(staff: Staff, ip: str | None) -> Staff:
     return staff
 
 
-def _failed(staff: Staff, email: str, ip: str | None) -> None:
+def _failed(staff: Staff, email: str, ip: str | None, *, action: str = "login.failed") -> None:
     """Count one failure in one statement; the one that reaches the limit sets the lock.
 
     A failure that lands while the account is locked (its password was checked before the lock
@@ -105,7 +133,7 @@ def _failed(staff: Staff, email: str, ip: str | None) -> None:
         if row is None:
             until = s.scalar(select(Staff.locked_until).where(Staff.id == staff.id))
             raise AccountLocked((until - now).total_seconds() if until else 1)
-        audit.record(action="login.failed", actor=email, ip=ip)
+        audit.record(action=action, actor=email, ip=ip)
         if row.locked_until is not None:
             audit.record(action="login.locked", actor=email, target_type="staff",
                          target_id=staff.id, ip=ip, after={"failures": row.failed_logins,

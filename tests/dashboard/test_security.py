@@ -58,6 +58,7 @@ SPEC: dict[str, set[str]] = {
     "sandbox.use": {"admin"},
     "autotopup.manage": {"admin"},
     "webhooks_out.manage": {"admin"},
+    "account.password": {"admin", "support", "finance"},  # one's own password
 }
 # Routes that narrow their permission further inside the view (maker-checker: an adjustment
 # above the support limit is decided by an admin, never by support).

@@ -1,0 +1,70 @@
+"""Your account: any signed-in staff member changes their own password."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, flash, redirect, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from wtforms import PasswordField
+from wtforms.validators import DataRequired, EqualTo, Length
+
+from dashboard import htmx
+from dashboard.auth import client_ip, fresh_session, require
+from services.core.errors import ServiceError
+from services.staff import signin
+
+bp = Blueprint("account", __name__, url_prefix="/account")
+
+
+class PasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", [DataRequired(), Length(max=200)])
+    new_password = PasswordField("New password", [DataRequired(), Length(max=200)],
+                                 description="At least 12 characters; a passphrase is easiest.")
+    confirm = PasswordField("New password again", [
+        DataRequired(), EqualTo("new_password", message="The two new passwords differ.")])
+
+
+def _explain(form: PasswordForm, err: ServiceError) -> None:
+    """The service's refusal next to the field it is about (the length rule calls it "password")."""
+    fields = {"current_password": form.current_password, "new_password": form.new_password,
+              "password": form.new_password}
+    named = err.details if isinstance(err.details, dict) else {}
+    target = next((fields[k] for k in named if k in fields), None)
+    if target is not None:
+        target.errors.append(str(err))
+    else:
+        form.form_errors.append(str(err))
+
+
+@bp.route("/password", methods=["GET", "POST"])
+@require("account.password")
+def password():
+    """Change one's own password; every other session of the account ends, this one goes on."""
+    form = PasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            member = signin.change_password(staff=current_user._get_current_object(),
+                                            current=form.current_password.data,
+                                            new=form.new_password.data, ip=client_ip())
+        except signin.AccountLocked as err:
+            # Five wrong current passwords: whoever holds this session may not be its owner.
+            logout_user()
+            fresh_session()
+            flash(str(err), "error")
+            return redirect(url_for("auth.login"), code=303)
+        except ServiceError as err:
+            _explain(form, err)
+            status = err.status
+        else:
+            fresh_session()  # this session goes on under the new session version
+            session.permanent = True
+            login_user(member)
+            session["signed_in_at"] = int(time.time())
+            flash("Your password is changed. Every other session of yours is signed out.",
+                  "success")
+            return redirect(url_for("overview.index"), code=303)
+    elif request.method == "POST":
+        status = 422
+    return htmx.render("account/password.html", None, form=form), status

@@ -26,6 +26,7 @@ PAGES = [  # (file name, path)
     ("audit", "/audit/"),
     ("webhooks", "/webhooks/"),
     ("database", "/admin/db/db_ledger_entries/"),
+    ("password", "/account/password"),
 ]
 
 

@@ -132,6 +132,15 @@ def fresh_session() -> None:
     g.pop("csrf_token", None)
 
 
+def start_session(user: Staff) -> None:
+    """A new signed-in session for `user` under its current session version: nothing from the
+    session before survives it (sign-in, and one's own password change)."""
+    fresh_session()
+    session.permanent = True  # idle expiry after PERMANENT_SESSION_LIFETIME
+    login_user(user)
+    session["signed_in_at"] = int(time.time())
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @require(PUBLIC)
 def login():
@@ -159,10 +168,7 @@ def login():
                 status = 401
             else:
                 target = safe_next(request.args.get("next"), url_for("overview.index"))
-                fresh_session()  # nothing from before sign-in survives it
-                session.permanent = True  # idle expiry after PERMANENT_SESSION_LIFETIME
-                login_user(user)
-                session["signed_in_at"] = int(time.time())
+                start_session(user)
                 return redirect(target)
     elif request.method == "POST":
         status = 422

@@ -128,6 +128,22 @@ def row_change(action, *, template: str, back: str, row, message, block: str = "
     return changed(template=template, block=block, back=back, message=message(obj), **row(obj))
 
 
+def errors_on_fields(form, err: ServiceError, *, rename: dict[str, str] | None = None,
+                     detail_messages: bool = False) -> None:
+    """A service's refusal next to the form fields its details name (`rename`: the service's
+    name -> the form's), else above the form. The message is the error's own, or with
+    `detail_messages` each detail's."""
+    details = err.details if isinstance(err.details, dict) else {}
+    placed = False
+    for name, message in details.items():
+        field = getattr(form, (rename or {}).get(name, name), None)
+        if field is not None and hasattr(field, "errors"):
+            field.errors = [*field.errors, str(message if detail_messages else err)]
+            placed = True
+    if not placed:
+        form.form_errors.append(str(err))
+
+
 def refused(err, *, template: str, block: str, back: str, **ctx):
     """A change was refused by a service: the fragment with the reason (htmx), else flash + back."""
     if htmx.is_htmx():

@@ -16,7 +16,7 @@ from wtforms import BooleanField
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import client_ip, int_arg
+from dashboard.respond import client_ip, errors_on_fields, int_arg
 from services.catalog import edit as catalog
 from services.core import money as minor
 from services.core.errors import ServiceError
@@ -66,18 +66,6 @@ def _template(area: Area, page: str) -> str:
     """The list page is the area's own; the edit page is shared (catalog/edit.html), with the
     area's fields from <area>/_fields.html."""
     return "catalog/edit.html" if page == "edit" else f"{area.name}/{page}.html"
-
-
-def _apply_errors(form: FlaskForm, err: ServiceError, mapping: dict[str, str]) -> None:
-    details = err.details if isinstance(err.details, dict) else {}
-    placed = False
-    for name, message in details.items():
-        field = getattr(form, mapping.get(name, name), None)
-        if field is not None and hasattr(field, "errors"):
-            field.errors = [*field.errors, str(message)]
-            placed = True
-    if not placed:
-        form.form_errors.append(str(err))
 
 
 def micros(value: int | None, currency: str = "USD") -> str:
@@ -150,7 +138,7 @@ def make_blueprint(area: Area, *, field_map: dict[str, str] | None = None) -> Bl
                 item = catalog.create(area.kind, area.to_data(form), staff=current_user,
                                       ip=client_ip())
             except ServiceError as err:
-                _apply_errors(form, err, fmap)
+                errors_on_fields(form, err, rename=fmap, detail_messages=True)
                 status = err.status
             else:
                 return _done(f"{area.noun} {_label(item)} created.")
@@ -182,7 +170,7 @@ def make_blueprint(area: Area, *, field_map: dict[str, str] | None = None) -> Bl
                                        **ctx(form=form, item=item, review=review))
                 catalog.update(area.kind, item_id, data, staff=current_user, ip=client_ip())
             except ServiceError as err:
-                _apply_errors(form, err, fmap)
+                errors_on_fields(form, err, rename=fmap, detail_messages=True)
                 status = err.status
             else:
                 return _done(f"{area.noun} {_label(item)} saved.")

@@ -1,16 +1,15 @@
 """Your account: any signed-in staff member changes their own password."""
 from __future__ import annotations
 
-import time
-
-from flask import Blueprint, flash, redirect, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask import Blueprint, flash, redirect, request, url_for
+from flask_login import current_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from dashboard import htmx
-from dashboard.auth import client_ip, fresh_session, require
+from dashboard.auth import client_ip, fresh_session, require, start_session
+from dashboard.respond import errors_on_fields
 from services.core.errors import ServiceError
 from services.staff import signin
 
@@ -23,18 +22,6 @@ class PasswordForm(FlaskForm):
                                  description="At least 12 characters; a passphrase is easiest.")
     confirm = PasswordField("New password again", [
         DataRequired(), EqualTo("new_password", message="The two new passwords differ.")])
-
-
-def _explain(form: PasswordForm, err: ServiceError) -> None:
-    """The service's refusal next to the field it is about (the length rule calls it "password")."""
-    fields = {"current_password": form.current_password, "new_password": form.new_password,
-              "password": form.new_password}
-    named = err.details if isinstance(err.details, dict) else {}
-    target = next((fields[k] for k in named if k in fields), None)
-    if target is not None:
-        target.errors.append(str(err))
-    else:
-        form.form_errors.append(str(err))
 
 
 @bp.route("/password", methods=["GET", "POST"])
@@ -55,13 +42,11 @@ def password():
             flash(str(err), "error")
             return redirect(url_for("auth.login"), code=303)
         except ServiceError as err:
-            _explain(form, err)
+            # the length rule names the field "password"
+            errors_on_fields(form, err, rename={"password": "new_password"})
             status = err.status
         else:
-            fresh_session()  # this session goes on under the new session version
-            session.permanent = True
-            login_user(member)
-            session["signed_in_at"] = int(time.time())
+            start_session(member)  # this session goes on under the new session version
             flash("Your password is changed. Every other session of yours is signed out.",
                   "success")
             return redirect(url_for("overview.index"), code=303)

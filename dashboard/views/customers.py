@@ -12,7 +12,15 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from dashboard import htmx
 from dashboard.auth import require
-from dashboard.respond import back_to, client_ip, form_status, hx_target, int_arg, list_page
+from dashboard.respond import (
+    back_to,
+    client_ip,
+    errors_on_fields,
+    form_status,
+    hx_target,
+    int_arg,
+    list_page,
+)
 from dashboard.views.autotopup import card_ctx as autotopup_card
 from models.ledger import ENTRY_TYPES
 from services.core.errors import ServiceError
@@ -127,7 +135,7 @@ def adjust(customer_id: int):
                 ip=client_ip(), key=form.key.data or None,
                 allow_negative=bool(form.allow_negative.data) and current_user.role == "admin")
         except ServiceError as err:
-            _attach(form, err)
+            errors_on_fields(form, err)
             status = err.status
         else:
             message = _outcome_message(outcome)
@@ -173,19 +181,6 @@ def set_threshold(customer_id: int):
     if htmx.is_htmx():
         return htmx.render("customers/detail.html", "balance", **ctx), form_status(status)
     return htmx.render("customers/detail.html", None, **ctx), status
-
-
-def _attach(form: AdjustForm, err: ServiceError) -> None:
-    """Put a service error next to the field it is about (or on top of the form)."""
-    details = err.details if isinstance(err.details, dict) else {}
-    placed = False
-    for name in details:
-        field = getattr(form, name, None)
-        if field is not None and hasattr(field, "errors"):
-            field.errors = [*field.errors, str(err)]
-            placed = True
-    if not placed:
-        form.form_errors.append(str(err))
 
 
 def _outcome_message(outcome: adjustments.Outcome) -> str:

@@ -80,7 +80,7 @@ def debit(*, external_id: str, credits: int | None, feature: str | None, quantit
         # End the session's implicit reads (the API key, settings on a cold cache: read just
         # above) before taking the pool connection, so a request never holds two: with every
         # pooled connection held by a request waiting for its second, all would wait out the
-        # pool timeout (tests/api/test_idempotency.py, a pool of one).
+        # pool timeout (tests/api/test_pool.py: every API call on a pool of one).
         s.commit()
     conn = db.engine.raw_connection()  # from the pool (pinged first if it sat idle: services.core.db)
     pg = conn.driver_connection

@@ -19,8 +19,6 @@ from tests.conftest import _truncate_pg, build_app
 from tests.factories import Factory
 from tests.helpers import ApiClient
 
-pytestmark = pytest.mark.pg
-
 
 def _in_a_fresh_thread(fn):
     """Run `fn` where no session of the test holds a connection (as in a server's thread)."""
@@ -31,6 +29,7 @@ def _in_a_fresh_thread(fn):
     return out["value"]
 
 
+@pytest.mark.pg
 def test_every_api_call_is_served_by_a_pool_of_one(pg_url):
     app = build_app(pg_url, SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 1, "max_overflow": 0,
                                                        "pool_timeout": 2})
@@ -71,3 +70,27 @@ def test_every_api_call_is_served_by_a_pool_of_one(pg_url):
 
         results = _in_a_fresh_thread(calls)
     assert [(name, got) for name, got, _ in results] == [(name, want) for name, _, want in results]
+
+
+def test_gunicorn_workers_on_a_pool_of_one_answer_every_concurrent_debit(live, make, db_url):
+    """The same through gunicorn as it runs: 2 workers x 3 threads, each worker's pool one
+    connection (DB_POOL_SIZE=1, no overflow), cold caches, 30 debits at once with distinct keys:
+    none may wait out the pool timeout into a 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.live import bearer
+
+    _, key = make.api_key()
+    make.customer(external_id="pool_live", credits=1_000)
+    make.feature_price(feature="chat", credits_per_unit=2)
+    server = live(workers=2, DB_POOL_SIZE="1", DB_MAX_OVERFLOW="0")
+
+    def debit(i: int) -> int:
+        return server.post("/api/v1/customers/pool_live/debits", json={"feature": "chat"},
+                           headers=bearer(key, **{"Idempotency-Key": f"pool-live-{i}"})).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(debit, range(30)))
+    assert statuses == [201] * 30, (statuses, server.log()[-3000:])
+    got = server.get("/api/v1/customers/pool_live", headers=bearer(key)).json()
+    assert got["data"]["balance"] == 1_000 - 30 * 2

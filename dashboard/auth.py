@@ -25,7 +25,7 @@ from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
 from dashboard.extensions import db, login_manager
-from dashboard.respond import safe_next
+from dashboard.respond import client_ip, safe_next
 from models import Staff
 from services.staff import accounts as staff_service
 from services.staff import signin
@@ -76,11 +76,6 @@ def require(permission: str):
         return inner
 
     return wrap
-
-
-def client_ip() -> str:
-    """The peer address (a proxy in front must be declared with ProxyFix, never trusted blindly)."""
-    return request.remote_addr or "?"
 
 
 # --- per-address guard: coarse, so that an office behind one NAT is never locked out -----------
@@ -149,7 +144,7 @@ def login():
     form = LoginForm()
     status, retry_after = 200, 0
     if form.validate_on_submit():
-        ip = client_ip()
+        ip = client_ip() or "?"  # the throttle's key
         try:
             if wait := throttle().wait(ip):
                 log.warning("auth.login.throttled", extra={"ip": ip})

@@ -34,6 +34,7 @@ def date_arg(name: str) -> date | None:
 
 
 def client_ip() -> str | None:
+    """The peer address (a proxy in front must be declared with ProxyFix, never trusted blindly)."""
     return request.remote_addr
 
 

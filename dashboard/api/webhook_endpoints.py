@@ -11,7 +11,7 @@ from dashboard.api import schemas as sc
 from dashboard.api.auth import api_key_required
 from dashboard.api.core import describe, ok, parse, query
 from dashboard.api.customers import decode_cursor, encode_cursor
-from dashboard.auth import client_ip
+from dashboard.respond import client_ip
 from models import WebhookEndpoint
 from services.events import endpoints
 from services.events.outbox import EVENT_TYPES

@@ -8,8 +8,8 @@ from wtforms import PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from dashboard import htmx
-from dashboard.auth import client_ip, fresh_session, require, start_session
-from dashboard.respond import errors_on_fields
+from dashboard.auth import fresh_session, require, start_session
+from dashboard.respond import client_ip, errors_on_fields
 from services.core.errors import ServiceError
 from services.staff import signin
 

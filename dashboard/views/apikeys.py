@@ -9,8 +9,8 @@ from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from dashboard import htmx
-from dashboard.auth import client_ip, require
-from dashboard.respond import int_arg, list_page, row_change, str_arg, with_trigger
+from dashboard.auth import require
+from dashboard.respond import client_ip, int_arg, list_page, row_change, str_arg, with_trigger
 from services.core.errors import ServiceError
 from services.staff import accounts as staff_service
 

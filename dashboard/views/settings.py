@@ -8,8 +8,8 @@ from wtforms import StringField
 from wtforms.validators import DataRequired, Length
 
 from dashboard import htmx
-from dashboard.auth import client_ip, require
-from dashboard.respond import changed, int_arg, refused, str_arg
+from dashboard.auth import require
+from dashboard.respond import changed, client_ip, int_arg, refused, str_arg
 from services.catalog import packages as package_prices
 from services.core import settings as settings_service
 from services.core.errors import ServiceError, ValidationFailed

@@ -9,8 +9,8 @@ from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from dashboard import htmx
-from dashboard.auth import client_ip, fresh_session, require
-from dashboard.respond import int_arg, list_page, refused, row_change, str_arg, with_trigger
+from dashboard.auth import fresh_session, require
+from dashboard.respond import client_ip, int_arg, list_page, refused, row_change, str_arg, with_trigger
 from models.staff import ROLES
 from services.core.errors import ServiceError, ValidationFailed
 from services.staff import accounts as staff_service

@@ -5,8 +5,8 @@ from flask import Blueprint, url_for
 from flask_login import current_user
 
 from dashboard import htmx
-from dashboard.auth import client_ip, require
-from dashboard.respond import changed, int_arg, list_page, refused, str_arg
+from dashboard.auth import require
+from dashboard.respond import changed, client_ip, int_arg, list_page, refused, str_arg
 from services.core.errors import ServiceError
 from services.payments import replay as replay_service
 from services.payments import webhook_events

@@ -10,8 +10,8 @@ from wtforms.validators import DataRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
 from dashboard import htmx
-from dashboard.auth import client_ip, require
-from dashboard.respond import changed, int_arg, list_page, refused, with_trigger
+from dashboard.auth import require
+from dashboard.respond import changed, client_ip, int_arg, list_page, refused, with_trigger
 from services.core.errors import ServiceError
 from services.events import delivery, endpoints, signing
 from services.events.outbox import EVENT_TYPES

@@ -119,3 +119,26 @@ def test_sign_in_redirect_stays_on_site_through_gunicorn(live, make):
     for hostile in ("/%09/evil.test", "/%0A/x", "/%0D/x"):
         _, resp = sign_in(server, admin.email, admin.plain_password, next_=hostile)
         assert (resp.status_code, resp.headers.get("Location")) == (302, "/"), hostile
+
+
+def test_changing_your_password_ends_your_other_sessions_on_every_worker(live, make):
+    member = make.staff(role="finance")
+    server = live(workers=3)
+    email, old, new = member.email, member.plain_password, "a long new passphrase 42"
+    here, _ = sign_in(server, email, old)
+    other = sign_in(server, email, old)[0].cookies["session"]  # another device
+    assert [fresh_get(server, "/transactions/", other).status_code for _ in range(6)] == [200] * 6
+
+    page = here.get(server.url + "/account/password", timeout=30)
+    done = here.post(server.url + "/account/password", allow_redirects=False, timeout=30, data={
+        "current_password": old, "new_password": new, "confirm": new,
+        "csrf_token": csrf_from(page.text)})
+    assert done.status_code == 303, done.text[:500]
+
+    # this browser goes on with its re-signed cookie, wherever its requests land
+    mine = here.cookies["session"]
+    assert [fresh_get(server, "/transactions/", mine).status_code for _ in range(9)] == [200] * 9
+    assert [fresh_get(server, "/transactions/", other).status_code for _ in range(9)] == [302] * 9
+    assert sign_in(server, email, old)[1].status_code == 401
+    assert sign_in(server, email, new)[1].status_code == 302
+    assert [r.target_id for r in actions("staff.password_change")] == [str(member.id)]

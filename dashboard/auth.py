@@ -127,6 +127,13 @@ def fresh_session() -> None:
     g.pop("csrf_token", None)
 
 
+def end_session() -> None:
+    """Sign out of this session: the user and everything the session held (sign-out, the
+    absolute lifetime, signing oneself out everywhere, a lock met while signed in)."""
+    logout_user()
+    fresh_session()
+
+
 def start_session(user: Staff) -> None:
     """A new signed-in session for `user` under its current session version: nothing from the
     session before survives it (sign-in, and one's own password change)."""
@@ -178,8 +185,7 @@ def login():
 def logout():
     if current_user.is_authenticated:
         staff_service.logged_out(staff=current_user._get_current_object(), ip=client_ip())
-    logout_user()
-    fresh_session()
+    end_session()
     flash("You have been signed out.", "info")
     return redirect(url_for("auth.login"))
 
@@ -227,8 +233,7 @@ def init_app(app: Flask) -> None:
         started = session.get("signed_in_at")
         limit = app.config.get("SESSION_ABSOLUTE_HOURS", 12) * 3600
         if started is not None and time.time() - started > limit:
-            logout_user()
-            fresh_session()
+            end_session()
             flash("Your session has ended; please sign in again.", "info")
 
     @app.context_processor

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, request, url_for
-from flask_login import current_user, logout_user
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import PasswordField
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from dashboard import htmx
-from dashboard.auth import fresh_session, require, start_session
+from dashboard.auth import end_session, require, start_session
 from dashboard.respond import client_ip, errors_on_fields
 from services.core.errors import ServiceError
 from services.staff import signin
@@ -37,8 +37,7 @@ def password():
                                             new=form.new_password.data, ip=client_ip())
         except signin.AccountLocked as err:
             # Five wrong current passwords: whoever holds this session may not be its owner.
-            logout_user()
-            fresh_session()
+            end_session()
             flash(str(err), "error")
             return redirect(url_for("auth.login"), code=303)
         except ServiceError as err:

@@ -3,13 +3,13 @@ everywhere, unlock after too many failed sign-ins."""
 from __future__ import annotations
 
 from flask import Blueprint, flash, make_response, redirect, request, url_for
-from flask_login import current_user, logout_user
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from dashboard import htmx
-from dashboard.auth import fresh_session, require
+from dashboard.auth import end_session, require
 from dashboard.respond import client_ip, int_arg, list_page, refused, row_change, str_arg, with_trigger
 from models.staff import ROLES
 from services.core.errors import ServiceError, ValidationFailed
@@ -141,8 +141,7 @@ def sign_out_everywhere(staff_id: int):
             "{email} is signed out on every device.")
     # Oneself: this session ends with the others, so go to the sign-in page.
     staff_service.sign_out_everywhere(staff_id=staff_id, by=current_user, ip=client_ip())
-    logout_user()
-    fresh_session()
+    end_session()
     flash("You are signed out on every device.", "info")
     if htmx.is_htmx():
         resp = make_response("", 200)

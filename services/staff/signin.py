@@ -60,8 +60,7 @@ def sign_in(*, email: str, password: str, ip: str | None) -> Staff | None:
     staff = db.session.scalar(select(Staff).where(Staff.email == email))
     if staff is None or not staff.active:
         return _unknown(email, password, ip)
-    if staff.locked_until is not None and staff.locked_until > now:
-        raise AccountLocked((staff.locked_until - now).total_seconds())
+    _refuse_if_locked(staff, now)
     if check_password(staff, password):
         return _succeeded(staff, ip)
     _failed(staff, email, ip)
@@ -77,23 +76,28 @@ def change_password(*, staff: Staff, current: str, new: str, ip: str | None) -> 
     if new == current:
         raise ValidationFailed("Choose a password other than the current one.",
                                details={"new_password": "unchanged"})
-    now = utcnow()
-    if staff.locked_until is not None and staff.locked_until > now:
-        raise AccountLocked((staff.locked_until - now).total_seconds())
+    _refuse_if_locked(staff, utcnow())
     checked = staff.password_hash
     if not check_password(staff, current):
         _failed(staff, staff.email, ip, action="staff.password_change_refused")
         raise ValidationFailed("The current password is not right.",
                                details={"current_password": "wrong"})
+    new_hash = hash_password(new)  # the slow hash before the row lock, not under it
     with atomic() as s:
         member = s.get(Staff, staff.id, with_for_update=True, populate_existing=True)
         if member.password_hash != checked:  # reset or changed meanwhile: the check is stale
             raise Conflict("The password was changed meanwhile; sign in again.")
-        member.password_hash = hash_password(new)
+        member.password_hash = new_hash
         member.session_version += 1
         audit.record(action="staff.password_change", staff=member, target_type="staff",
                      target_id=member.id, ip=ip)
     return member
+
+
+def _refuse_if_locked(staff: Staff, now: datetime) -> None:
+    """AccountLocked while the lock runs: the password is never checked during it."""
+    if staff.locked_until is not None and staff.locked_until > now:
+        raise AccountLocked((staff.locked_until - now).total_seconds())
 
 
 def _succeeded(staff: Staff, ip: str | None) -> Staff:

@@ -9,6 +9,7 @@ threads on a pool of fifteen all waited 30 s. A pool of one makes any such reque
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,6 +19,7 @@ from services.staff import accounts as staff_keys
 from tests.conftest import _truncate_pg, build_app
 from tests.factories import Factory
 from tests.helpers import ApiClient
+from tests.live import bearer
 
 
 def _in_a_fresh_thread(fn):
@@ -76,10 +78,6 @@ def test_gunicorn_workers_on_a_pool_of_one_answer_every_concurrent_debit(live, m
     """The same through gunicorn as it runs: 2 workers x 3 threads, each worker's pool one
     connection (DB_POOL_SIZE=1, no overflow), cold caches, 30 debits at once with distinct keys:
     none may wait out the pool timeout into a 503."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tests.live import bearer
-
     _, key = make.api_key()
     make.customer(external_id="pool_live", credits=1_000)
     make.feature_price(feature="chat", credits_per_unit=2)
